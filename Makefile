@@ -1,0 +1,61 @@
+# smtp -- build, test and demo.  Every variable can be overridden:
+#   make LUA=lua5.3 LUA_INC=/usr/include/lua5.3
+LUA ?= lua5.4
+LUA_INC ?= /usr/include/$(LUA)
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARN ?= -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wpointer-arith -Wcast-qual
+STD = -std=c99 -D_POSIX_C_SOURCE=200809L -fvisibility=hidden
+BUILD ?= build
+BUSTED ?= /usr/bin/busted
+POSTFIX_DIR ?= $(CURDIR)/.test/postfix
+POSTFIX_PORT ?= 2525
+
+CORE_SRC = src/lsmtp.c src/engine.c src/reply.c src/net.c
+CORE_HDR = src/compat.h src/engine.h src/reply.h src/net.h
+
+.PHONY: all deps demo test spec check lint werror asan clean
+all: $(BUILD)/smtp/core.so
+
+$(BUILD)/smtp/core.so: $(CORE_SRC) $(CORE_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(WARN) $(CFLAGS) -fPIC -shared -I$(LUA_INC) -o $@ $(CORE_SRC) $(LDFLAGS)
+
+deps:
+	@scripts/deps.sh
+
+demo: deps all
+	@scripts/demo.sh $(LUA)
+
+# The specs need the private Postfix instance; it is stopped whatever happens.
+spec: all
+	@spec/support/postfix.sh start $(POSTFIX_DIR) $(POSTFIX_PORT) >/dev/null
+	@SMTP_TEST_POSTFIX_DIR=$(POSTFIX_DIR) SMTP_TEST_POSTFIX_PORT=$(POSTFIX_PORT) \
+	  $(SPEC_ENV) $(LUA) $(BUSTED) --cpath="$(CURDIR)/$(BUILD)/?.so" $(SPEC_ARGS); \
+	  rc=$$?; spec/support/postfix.sh stop $(POSTFIX_DIR) >/dev/null; exit $$rc
+
+test: deps
+	@$(MAKE) --no-print-directory spec
+
+lint:
+	luacheck -q lua spec examples
+
+werror:
+	$(MAKE) --no-print-directory -B BUILD=$(BUILD)/werror WARN="$(WARN) -Werror" all
+
+# The specs again, with the module under AddressSanitizer and UBSan.  Lua
+# itself is not instrumented, so the runtime is preloaded and leak checking
+# is left to the C tests, which own every allocation they make.
+ASAN_LIBS = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)
+asan:
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  LDFLAGS="-fsanitize=address,undefined" \
+	  SPEC_ENV='LD_PRELOAD="$(ASAN_LIBS)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1' spec
+
+check: deps lint werror ctest asan fuzz-smoke
+
+clean:
+	rm -rf $(BUILD) .test
+
+-include mk/c.mk

@@ -1,0 +1,77 @@
+-- The error object returned (never raised) when the network, the server or
+-- a protocol fails: kind, stage, code, enhanced, message, hint, transient.
+-- It prints and concatenates as one readable line.
+
+local M = {}
+
+local Error = {}
+Error.__index = Error
+
+function Error.__tostring(e)
+  local parts = { "smtp: ", e.kind, " error at ", e.stage, ": " }
+  if e.code then
+    parts[#parts + 1] = tostring(e.code) .. " "
+    if e.enhanced and e.enhanced ~= "" then parts[#parts + 1] = e.enhanced .. " " end
+  end
+  parts[#parts + 1] = e.message
+  if e.hint then parts[#parts + 1] = " (hint: " .. e.hint .. ")" end
+  return table.concat(parts)
+end
+
+function Error.__concat(a, b)
+  return tostring(a) .. tostring(b)
+end
+
+-- What to try, by kind; a reply code or enhanced code refines it.  The
+-- first entry whose fields all match wins.
+local hints = {
+  { kind = "dns", hint = "check the server name (address); it could not be resolved" },
+  { kind = "connect", hint = "check address and port, and that the server is up and reachable" },
+  { kind = "timeout", stage = "greeting",
+    hint = "the server accepted the connection but said nothing: a server that speaks TLS at once "
+      .. "(port 465) needs tls.mode = \"implicit\"" },
+  { kind = "timeout", hint = "the server or the network is slow or a firewall drops packets; "
+      .. "raise timeout, or check address and port" },
+  { kind = "closed", stage = "data", hint = "the message was not delivered; send it again" },
+  { kind = "closed", hint = "the server ended the session; try again later" },
+  { kind = "protocol", hint = "the server's answer was not valid SMTP: check that address and port "
+      .. "are those of an SMTP server, and the TLS mode" },
+  { code = 552, hint = "the message is too large for the server; send a smaller one" },
+  { enhanced = "5.7.1", stage = "rcpt",
+    hint = "the server refuses to relay to this recipient: authenticate, or send through your own server" },
+  { enhanced = "5.1.1", hint = "the mailbox does not exist: check the recipient's address" },
+  { class = 4, hint = "a temporary failure: try again later" },
+  { class = 5, stage = "greeting", hint = "the server refuses this client: check its policy or use another server" },
+}
+
+local function hint_for(e)
+  local class = e.code and math.floor(e.code / 100)
+  for _, h in ipairs(hints) do
+    if (h.kind == nil or h.kind == e.kind) and (h.stage == nil or h.stage == e.stage)
+      and (h.code == nil or h.code == e.code) and (h.enhanced == nil or h.enhanced == e.enhanced)
+      and (h.class == nil or h.class == class) then
+      return h.hint
+    end
+  end
+  return nil
+end
+
+local transient_kinds = { timeout = true, closed = true }
+
+-- t: kind, stage, message, and optionally code, enhanced, and extra fields
+-- (rejected = {...} for recipients).
+function M.new(t)
+  local e = setmetatable(t, Error)
+  if e.enhanced == "" then e.enhanced = nil end
+  if e.transient == nil then
+    e.transient = transient_kinds[e.kind] or (e.code ~= nil and e.code >= 400 and e.code < 500)
+  end
+  e.hint = e.hint or hint_for(e)
+  return e
+end
+
+function M.is(v)
+  return getmetatable(v) == Error
+end
+
+return M

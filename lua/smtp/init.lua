@@ -1,0 +1,95 @@
+-- smtp: describe an SMTP connection once, then test it or send through it.
+--
+--   local smtp = require "smtp"
+--   local conn = smtp.connection { address = "mail.example.com", auth = {...} }
+--   local report, err = conn:test()
+--   local receipt, err = conn:send { from = ..., to = ..., subject = ..., text = ... }
+
+local options = require "smtp.options"
+local session = require "smtp.session"
+local message = require "smtp.message"
+local errors = require "smtp.errors"
+
+local M = {
+  _VERSION = "smtp scm",
+  presets = require "smtp.presets",
+  connections = {},
+  is_error = errors.is,
+}
+
+local Connection = {}
+Connection.__index = Connection
+
+-- Settings live here, not on the object, so that printing or serializing
+-- a connection cannot show a password.
+local settings = setmetatable({}, { __mode = "k" })
+
+-- Features whose options exist but that this version does not do yet.
+local function unavailable(o)
+  if o.tls.protocol ~= "none" then
+    return errors.new { kind = "tls", stage = "connect",
+      message = "TLS is not available in this version yet",
+      hint = 'for a server without TLS set tls = { protocol = "none" }' }
+  end
+  if not o.auth.anonymous then
+    return errors.new { kind = "auth", stage = "auth",
+      message = "authentication is not available in this version yet",
+      hint = "use a server that relays for you without authentication (auth = { anonymous = true })" }
+  end
+  if o.proxy.type ~= "none" then
+    return errors.new { kind = "proxy", stage = "connect",
+      message = "proxies are not available in this version yet" }
+  end
+  if o.protocol ~= "smtp" then
+    return errors.new { kind = "protocol", stage = "connect",
+      message = "LMTP is not available in this version yet" }
+  end
+end
+
+function M.connection(t)
+  local o = options.normalize(t, M.presets)
+  if o.name and M.connections[o.name] then
+    error(string.format("smtp.connection: a connection named %q already exists", o.name), 2)
+  end
+  local conn = setmetatable({ name = o.name }, Connection)
+  settings[conn] = o
+  if o.name then M.connections[o.name] = conn end
+  return conn
+end
+
+-- A live session for many messages.  Returns the session or nil, err.
+function Connection:open()
+  local o = settings[self]
+  local err = unavailable(o)
+  if err then return nil, err, { name = o.name, address = o.address, port = o.port, timings = {} } end
+  return session.open(o)
+end
+
+-- Connect, greet, EHLO, QUIT: the report, or nil, err, report.
+function Connection:test()
+  local s, err, report = self:open()
+  if not s then return nil, err, report end
+  s:close()
+  return s.report
+end
+
+-- Deliver one message over a fresh session: the receipt, or nil, err.
+function Connection:send(msg)
+  local m = message.prepare(msg, settings[self].charset)
+  local s, err = self:open()
+  if not s then return nil, err end
+  local receipt
+  receipt, err = s:deliver(m)
+  s:close()
+  return receipt, err
+end
+
+function Connection:__tostring()
+  local o = settings[self]
+  local auth = o.auth.anonymous and "anonymous" or ("as " .. (o.auth.username or "token holder"))
+  local tls = o.tls.protocol == "none" and "no TLS" or o.tls.protocol .. " " .. o.tls.mode
+  return string.format("smtp.connection %s(%s:%d, %s, %s)", o.name and (o.name .. " ") or "",
+    o.address, o.port, tls, auth)
+end
+
+return M

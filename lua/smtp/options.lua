@@ -1,0 +1,215 @@
+-- The one place that checks and normalizes connection options.  A bad
+-- option is a programming error: it raises at once, naming the key and what
+-- was expected.
+
+local M = {}
+
+local function fail(path, what, got)
+  local shown = type(got) == "string" and string.format("%q", got) or tostring(got)
+  error(string.format("smtp.connection: %s must be %s, got %s", path, what, shown), 4)
+end
+
+-- Levenshtein distance, for suggesting the key that was meant.
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+local function check_keys(t, known, path)
+  for k in pairs(t) do
+    if known[k] == nil then
+      local best, best_d
+      for name in pairs(known) do
+        local d = distance(tostring(k), name)
+        if not best_d or d < best_d or (d == best_d and name < best) then best, best_d = name, d end
+      end
+      local msg = string.format("smtp.connection: unknown option %s%s", path, tostring(k))
+      if best_d and best_d <= math.max(2, math.floor(#tostring(k) / 3)) then
+        msg = msg .. string.format(" (did you mean %s%s?)", path, best)
+      end
+      error(msg, 3)
+    end
+  end
+end
+
+local function check_type(path, v, kind)
+  if v ~= nil and type(v) ~= kind then fail(path, "a " .. kind, v) end
+  return v
+end
+
+local function check_enum(path, v, allowed)
+  if v == nil then return nil end
+  for _, a in ipairs(allowed) do
+    if v == a then return v end
+  end
+  local quoted = {}
+  for i, a in ipairs(allowed) do quoted[i] = string.format("%q", a) end
+  fail(path, "one of " .. table.concat(quoted, ", "), v)
+end
+
+-- A string that goes on the wire or into a file name: no CR, LF or NUL.
+local function check_line(path, v)
+  check_type(path, v, "string")
+  if v and v:find("[%z\r\n]") then fail(path, "a string without CR, LF or NUL", v) end
+  return v
+end
+
+local function check_host(path, v)
+  check_line(path, v)
+  if v and (v == "" or v:find("%s")) then fail(path, "a host name or IP address", v) end
+  return v
+end
+
+local function check_port(path, v)
+  if v ~= nil and (type(v) ~= "number" or v % 1 ~= 0 or v < 1 or v > 65535) then
+    fail(path, "an integer port from 1 to 65535", v)
+  end
+  return v
+end
+
+local function check_list(path, v, allowed)
+  if v == nil then return nil end
+  if type(v) ~= "table" then fail(path, "a list", v) end
+  for i, item in ipairs(v) do check_enum(path .. "[" .. i .. "]", item, allowed) end
+  return v
+end
+
+local TLS_KEYS = { protocol = 1, mode = 1, versions = 1, verify = 1, cafile = 1, capath = 1,
+  certificate = 1, key = 1, servername = 1, pin = 1 }
+local AUTH_KEYS = { anonymous = 1, username = 1, password = 1, domain = 1, token = 1,
+  mechanisms = 1, allow_insecure = 1 }
+local PROXY_KEYS = { type = 1, address = 1, port = 1, domain = 1, username = 1, password = 1 }
+local KEYS = { name = 1, preset = 1, address = 1, port = 1, timeout = 1, charset = 1, helo = 1,
+  auth = 1, tls = 1, proxy = 1, trace = 1, protocol = 1, transport = 1, pipelining = 1 }
+
+local function tls_options(t)
+  if t == nil then t = {} end
+  if type(t) ~= "table" then fail("tls", "a table", t) end
+  check_keys(t, TLS_KEYS, "tls.")
+  local o = {
+    protocol = check_enum("tls.protocol", t.protocol, { "none", "ssl", "tls" }) or "tls",
+    mode = check_enum("tls.mode", t.mode, { "explicit", "implicit", "opportunistic" }),
+    versions = check_list("tls.versions", t.versions, { "tls1.0", "tls1.1", "tls1.2", "tls1.3" }),
+    verify = check_type("tls.verify", t.verify, "boolean"),
+    cafile = check_line("tls.cafile", t.cafile),
+    capath = check_line("tls.capath", t.capath),
+    certificate = check_type("tls.certificate", t.certificate, "string"),
+    key = check_type("tls.key", t.key, "string"),
+    servername = check_host("tls.servername", t.servername),
+    pin = check_line("tls.pin", t.pin),
+  }
+  if o.verify == nil then o.verify = true end
+  return o
+end
+
+local function auth_options(t)
+  if t == nil then return { anonymous = true } end
+  if type(t) ~= "table" then fail("auth", "a table", t) end
+  check_keys(t, AUTH_KEYS, "auth.")
+  local o = {
+    anonymous = check_type("auth.anonymous", t.anonymous, "boolean"),
+    username = check_line("auth.username", t.username),
+    password = check_type("auth.password", t.password, "string"),
+    domain = check_line("auth.domain", t.domain),
+    token = check_type("auth.token", t.token, "string"),
+    mechanisms = check_type("auth.mechanisms", t.mechanisms, "table"),
+    allow_insecure = check_type("auth.allow_insecure", t.allow_insecure, "boolean"),
+  }
+  if o.anonymous == nil then o.anonymous = o.username == nil and o.token == nil end
+  return o
+end
+
+local function proxy_options(t)
+  if t == nil then return { type = "none" } end
+  if type(t) ~= "table" then fail("proxy", "a table", t) end
+  check_keys(t, PROXY_KEYS, "proxy.")
+  local o = {
+    type = check_enum("proxy.type", t.type, { "none", "socks4", "socks4a", "socks5", "http" }) or "none",
+    address = check_host("proxy.address", t.address),
+    port = check_port("proxy.port", t.port),
+    domain = check_line("proxy.domain", t.domain),
+    username = check_line("proxy.username", t.username),
+    password = check_type("proxy.password", t.password, "string"),
+  }
+  if o.type ~= "none" and not o.address then fail("proxy.address", "set for proxy type " .. o.type, nil) end
+  return o
+end
+
+-- Presets fill in what the user left out; explicit keys win.
+local function merge(preset, t)
+  local o = {}
+  for k, v in pairs(preset) do o[k] = v end
+  for k, v in pairs(t) do
+    if type(v) == "table" and type(o[k]) == "table" then
+      local sub = {}
+      for kk, vv in pairs(o[k]) do sub[kk] = vv end
+      for kk, vv in pairs(v) do sub[kk] = vv end
+      o[k] = sub
+    else
+      o[k] = v
+    end
+  end
+  o.preset = nil
+  return o
+end
+
+function M.normalize(t, presets)
+  if type(t) ~= "table" then fail("the argument", "a table of options", t) end
+  check_keys(t, KEYS, "")
+  if t.preset ~= nil then
+    check_type("preset", t.preset, "string")
+    local p = presets[t.preset]
+    if not p then check_enum("preset", t.preset, (function()
+      local names = {}
+      for k in pairs(presets) do names[#names + 1] = k end
+      table.sort(names)
+      return names
+    end)()) end
+    t = merge(p, t)
+  end
+  local o = {
+    name = check_line("name", t.name),
+    address = check_host("address", t.address),
+    port = check_port("port", t.port),
+    timeout = t.timeout,
+    charset = check_line("charset", t.charset) or "utf-8",
+    helo = check_line("helo", t.helo),
+    tls = tls_options(t.tls),
+    auth = auth_options(t.auth),
+    proxy = proxy_options(t.proxy),
+    trace = check_type("trace", t.trace, "function"),
+    protocol = check_enum("protocol", t.protocol, { "smtp", "lmtp" }) or "smtp",
+    transport = t.transport,
+    pipelining = check_type("pipelining", t.pipelining, "boolean"),
+  }
+  if not o.address then fail("address", "the server's host name or IP address", nil) end
+  if o.transport ~= nil then fail("transport", "left unset: this version has only the built-in transport", o.transport) end
+  if o.timeout == nil then
+    o.timeout = 60
+  elseif type(o.timeout) ~= "number" or not (o.timeout > 0 and o.timeout < 2147483) then
+    fail("timeout", "a positive number of seconds", o.timeout)
+  end
+  if o.helo and (o.helo == "" or o.helo:find("%s") or #o.helo > 255) then
+    fail("helo", "a host name without spaces, at most 255 characters", o.helo)
+  end
+  local tls = o.tls
+  if tls.protocol ~= "none" and not tls.mode then
+    tls.mode = o.port == 465 and "implicit" or "explicit"
+  end
+  if not o.port then
+    o.port = tls.protocol == "none" and 25 or tls.mode == "implicit" and 465 or 587
+  end
+  if o.pipelining == nil then o.pipelining = true end
+  return o
+end
+
+return M

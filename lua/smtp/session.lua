@@ -1,0 +1,277 @@
+-- One live SMTP session: the driver loop that moves bytes between the
+-- engine (src/engine.c) and the transport, and the policy that turns the
+-- engine's events into receipts and error objects.
+
+local core = require "smtp.core"
+local errors = require "smtp.errors"
+local message = require "smtp.message"
+
+local M = {}
+
+local Session = {}
+Session.__index = Session
+
+local function reply(code, enhanced, text)
+  return { code = code, enhanced = enhanced ~= "" and enhanced or nil, message = text }
+end
+
+local function trace_lines(trace, direction, text)
+  for line in (text .. "\n"):gmatch("(.-)\r?\n") do
+    if line ~= "" then trace(direction, line) end
+  end
+end
+
+function Session:on_event(kind, index, code, enhanced, text)
+  local r = reply(code, enhanced, text)
+  if self.trace then
+    local lines = {}
+    for line in (text .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = line end
+    for i, line in ipairs(lines) do
+      self.trace("S", code .. (i < #lines and "-" or " ") .. (r.enhanced and r.enhanced .. " " or "") .. line)
+    end
+  end
+  local now = core.clock()
+  if kind == "greeting" then
+    self.report.banner = text
+    self.report.timings.greeting = now - self.mark
+    self.mark = now
+  elseif kind == "ehlo" or kind == "helo" then
+    self.report.ehlo = self.report.ehlo or {}
+    self.report.ehlo[kind == "ehlo" and "reply" or "helo_reply"] = r
+    if code >= 200 and code < 300 then
+      self.report.ehlo.command = kind:upper()
+      self.report.ehlo.domain = text:match("^(%S*)")
+      local ext = {}
+      for line in text:gmatch("\n([^\n]+)") do ext[#ext + 1] = line end
+      self.report.ehlo.extensions = ext
+      self.report.timings.ehlo = now - self.mark
+      self.mark = now
+    end
+  elseif kind == "rcpt" then
+    self.txn.rcpt[index] = r
+  elseif self.txn and (kind == "mail" or kind == "data" or kind == "message") then
+    self.txn[kind] = r
+  end
+end
+
+-- One turn of the driver loop.  Returns "busy" after doing some work, the
+-- engine's action when it is the caller's turn ("ready", "body",
+-- "command"), or nil and the error once the session is closed.
+function Session:step()
+  local eng, tcp = self.engine, self.tcp
+  local a = eng:action()
+  if a == "write" then
+    local out = eng:output()
+    if self.trace then
+      if self.in_body then
+        self.trace("C", "[" .. #out .. " bytes of message]")
+      else
+        trace_lines(self.trace, "C", out)
+      end
+    end
+    local ok, kind, msg = tcp:write(out, self.timeout)
+    if ok then eng:sent(#out) else eng:fail(kind, msg) end
+  elseif a == "event" then
+    self:on_event(eng:event())
+  elseif a == "read" then
+    local data, kind, msg = tcp:read(eng:room(), self.timeout)
+    if data then
+      eng:feed(data)
+    elseif kind == "closed" then
+      eng:eof()
+    else
+      eng:fail(kind, msg)
+    end
+  elseif a == "closed" then
+    return nil, self:error()
+  else
+    return a
+  end
+  return "busy"
+end
+
+-- Drive the engine until it is the caller's turn.
+function Session:run()
+  while true do
+    local a, err = self:step()
+    if a ~= "busy" then return a, err end
+  end
+end
+
+-- Call an engine command, driving the session while the engine says
+-- "again" (it waits for replies, or for room).
+function Session:command(name, ...)
+  local eng = self.engine
+  while true do
+    local r = eng[name](eng, ...)
+    if r ~= "again" then return r end
+    local a, err = self:step()
+    if not a then return nil, err end
+    if a ~= "busy" then error("smtp: internal error: engine refused " .. name .. " with nothing to wait for") end
+  end
+end
+
+function Session:error()
+  if not self.err then
+    local kind, stage, code, enhanced, msg = self.engine:error()
+    if not kind then
+      kind, stage, msg = "closed", "quit", "the session is closed"
+    end
+    self.err = errors.new { kind = kind, stage = stage, code = code, enhanced = enhanced, message = msg }
+  end
+  return self.err
+end
+
+local function is_ok(r) return r and r.code >= 200 and r.code < 300 end
+
+-- The receipt, or the error that explains why the message was not sent.
+local function verdict(txn, m, bytes)
+  local function refused(stage, r, text)
+    return nil, errors.new { kind = "rejected", stage = stage, code = r.code, enhanced = r.enhanced,
+      message = text or r.message, accepted = txn.accepted, rejected = txn.rejected }
+  end
+  if txn.mail and not is_ok(txn.mail) then return refused("mail", txn.mail) end
+  for i, addr in ipairs(m.recipients) do
+    local r = txn.rcpt[i]
+    if r then
+      local entry = { address = addr, code = r.code, enhanced = r.enhanced, message = r.message }
+      table.insert(is_ok(r) and txn.accepted or txn.rejected, entry)
+    end
+  end
+  if #txn.accepted == 0 then
+    local first = txn.rejected[1]
+    local parts = {}
+    for i, r in ipairs(txn.rejected) do parts[i] = r.address .. ": " .. r.code .. " " .. r.message end
+    local e = select(2, refused("rcpt", first, "every recipient was refused (" .. table.concat(parts, "; ") .. ")"))
+    local transient = true
+    for _, r in ipairs(txn.rejected) do transient = transient and r.code < 500 end
+    e.transient = transient
+    return nil, e
+  end
+  if txn.data and txn.data.code ~= 354 then return refused("data", txn.data) end
+  if not is_ok(txn.message) then return refused("data", txn.message) end
+  local final = txn.message
+  return {
+    accepted = txn.accepted,
+    rejected = txn.rejected,
+    reply = final,
+    queue_id = final.message:match("[Qq]ueued as (%S+)") or final.message:match("id=(%S+)"),
+    message_id = m.message_id,
+    bytes = bytes,
+  }
+end
+
+local function needs_smtputf8(m)
+  if m.sender:find("[\128-\255]") then return true end
+  for _, r in ipairs(m.recipients) do
+    if r:find("[\128-\255]") then return true end
+  end
+  return false
+end
+
+-- Send a message checked by message.prepare.
+function Session:deliver(m)
+  local eng = self.engine
+  if eng:action() ~= "ready" then return nil, self:error() end
+  local caps = eng:caps()
+  local header, body, params = message.render(m, caps)
+  if needs_smtputf8(m) then
+    if not caps.smtputf8 then
+      return nil, errors.new { kind = "rejected", stage = "mail",
+        message = "an address is not ASCII and the server does not offer SMTPUTF8",
+        hint = "use ASCII addresses (an IDN domain in its xn-- form) or a server that supports SMTPUTF8" }
+    end
+    params = params == "" and "SMTPUTF8" or params .. " SMTPUTF8"
+  end
+  local txn = { rcpt = {}, accepted = {}, rejected = {} }
+  self.txn = txn
+  local r, err = self:command("mail", m.sender, params)
+  for _, rcpt in ipairs(m.recipients) do
+    if r ~= "ok" then break end
+    r, err = self:command("rcpt", rcpt)
+  end
+  if r == "ok" then r, err = self:command("data") end
+  if not r then return nil, err end
+  local a
+  a, err = self:run()
+  if a == "body" then
+    self.in_body = true
+    for _, chunk in ipairs({ header, body }) do
+      local i = 1
+      while a and i <= #chunk do
+        i = eng:body(chunk, i)
+        if i <= #chunk then a, err = self:step() end
+      end
+    end
+    if a then r, err = self:command("body_end") end
+    self.in_body = false
+    if r and a then a, err = self:run() end
+  end
+  if not a then return nil, err end
+  return verdict(txn, m, #header + #body)
+end
+
+function Session:send(msg)
+  return self:deliver(message.prepare(msg, self.charset))
+end
+
+-- RSET: abandon whatever the server holds of a transaction.
+function Session:reset()
+  local r, err = self:command("rset")
+  if r ~= "ok" then return nil, err or self:error() end
+  local a
+  a, err = self:run()
+  if a ~= "ready" then return nil, err end
+  return true
+end
+
+-- QUIT politely when the session is healthy, then close the socket.
+function Session:close()
+  if self.closed then return true end
+  self.closed = true
+  if self.engine:action() == "ready" and self.engine:quit() == "ok" then
+    local t0 = core.clock()
+    self:run()
+    self.report.timings.quit = core.clock() - t0
+  end
+  self.tcp:close()
+  return true
+end
+
+Session.__close = Session.close
+
+function Session:__tostring()
+  return string.format("smtp.session %s (%s:%d)%s", self.name or "", self.report.address,
+    self.report.port, self.closed and " (closed)" or "")
+end
+
+-- Connect and run the session to ready: greeting and EHLO (or HELO).
+-- Returns the session, or nil, err, report.
+function M.open(o)
+  local report = { name = o.name, address = o.address, port = o.port, timings = {} }
+  local t0 = core.clock()
+  local tcp, kind, msg = core.connect(o.address, tostring(o.port), o.timeout)
+  if not tcp then
+    return nil, errors.new { kind = kind, stage = "connect", message = msg }, report
+  end
+  local now = core.clock()
+  report.timings.connect = now - t0
+  local peer, family, localaddr = tcp:info()
+  report.resolved, report.family = peer, family
+  local s = setmetatable({
+    engine = core.engine(o.helo or localaddr, o.pipelining),
+    tcp = tcp, timeout = o.timeout, report = report, trace = o.trace, name = o.name,
+    charset = o.charset, mark = now,
+  }, Session)
+  local a, err = s:run()
+  if a ~= "ready" then
+    tcp:close()
+    s.closed = true
+    return nil, err, report
+  end
+  report.pipelining = o.pipelining and s.engine:caps().pipelining or false
+  report.timings.total = core.clock() - t0
+  return s
+end
+
+return M

@@ -1,0 +1,361 @@
+/*
+ * lsmtp.c -- the Lua binding: the only C file that knows Lua.
+ *
+ * smtp.core exposes two userdata types: an engine (the sans-IO SMTP state
+ * machine) and a tcp socket (the built-in transport).  The Lua driver in
+ * lua/smtp/session.lua moves bytes between them.  Misuse raises; network
+ * failures return nil, kind, message.
+ */
+#include <string.h>
+
+#include "compat.h"
+#include "engine.h"
+#include "net.h"
+
+#define ENGINE_MT "smtp.engine"
+#define TCP_MT "smtp.tcp"
+
+/* ---- engine ---- */
+
+static smtp_engine *check_engine(lua_State *L) {
+  return (smtp_engine *)luaL_checkudata(L, 1, ENGINE_MT);
+}
+
+/* A string argument that may not hold NUL (C sees only up to it). */
+static const char *check_arg(lua_State *L, int i) {
+  size_t len;
+  const char *s = luaL_optlstring(L, i, "", &len);
+  if (strlen(s) != len) luaL_argerror(L, i, "contains a NUL byte");
+  return s;
+}
+
+static int result(lua_State *L, int r, const char *what) {
+  switch (r) {
+    case SMTP_OK: lua_pushliteral(L, "ok"); return 1;
+    case SMTP_AGAIN: lua_pushliteral(L, "again"); return 1;
+    case SMTP_EDONE: lua_pushliteral(L, "done"); return 1;
+    case SMTP_EINVAL:
+      return luaL_error(L, "%s: argument contains CR, LF, NUL or <>, or is too long", what);
+    default:
+      return luaL_error(L, "%s: not allowed in this state of the session", what);
+  }
+}
+
+static int engine_new(lua_State *L) {
+  const char *helo = check_arg(L, 1);
+  unsigned opts = lua_toboolean(L, 2) ? 0 : SMTP_OPT_NO_PIPELINING;
+  smtp_engine *e = (smtp_engine *)compat_newuserdata(L, sizeof *e);
+  if (smtp_engine_init(e, helo, opts) != SMTP_OK)
+    return luaL_argerror(L, 1, "EHLO name must be 1-255 printable characters without spaces");
+  luaL_setmetatable(L, ENGINE_MT);
+  return 1;
+}
+
+/* The one thing the driver should do next, by priority. */
+static int engine_action(lua_State *L) {
+  unsigned s = smtp_engine_state(check_engine(L));
+  const char *a;
+  if (s & SMTP_SENDREC) a = "write";
+  else if (s & SMTP_EVENT) a = "event";
+  else if (s & SMTP_CLOSED) a = "closed";
+  else if (s & SMTP_SENDAPP) a = "body";
+  else if (s & SMTP_IDLE) a = "ready";
+  else if (s & SMTP_RECVREC) a = "read";
+  else a = "command";
+  lua_pushstring(L, a);
+  return 1;
+}
+
+static int engine_output(lua_State *L) {
+  size_t len;
+  const unsigned char *p = smtp_engine_sendrec_buf(check_engine(L), &len);
+  lua_pushlstring(L, (const char *)p, len);
+  return 1;
+}
+
+static int engine_sent(lua_State *L) {
+  smtp_engine *e = check_engine(L);
+  size_t len, n = (size_t)luaL_checkinteger(L, 2);
+  smtp_engine_sendrec_buf(e, &len);
+  luaL_argcheck(L, n > 0 && n <= len && (smtp_engine_state(e) & SMTP_SENDREC), 2,
+                "more than the engine offered");
+  smtp_engine_sendrec_ack(e, n);
+  return 0;
+}
+
+static int engine_room(lua_State *L) {
+  smtp_engine *e = check_engine(L);
+  size_t len = 0;
+  if (smtp_engine_state(e) & SMTP_RECVREC) smtp_engine_recvrec_buf(e, &len);
+  lua_pushinteger(L, (lua_Integer)len);
+  return 1;
+}
+
+static int engine_feed(lua_State *L) {
+  smtp_engine *e = check_engine(L);
+  size_t len, room = 0;
+  const char *s = luaL_checklstring(L, 2, &len);
+  unsigned char *buf = NULL;
+  if (smtp_engine_state(e) & SMTP_RECVREC) buf = smtp_engine_recvrec_buf(e, &room);
+  luaL_argcheck(L, len > 0 && len <= room, 2, "more than the engine has room for");
+  memcpy(buf, s, len);
+  smtp_engine_recvrec_ack(e, len);
+  return 0;
+}
+
+static int engine_eof(lua_State *L) {
+  smtp_engine_recv_eof(check_engine(L));
+  return 0;
+}
+
+static const char *const event_names[] = {
+  "?", "greeting", "ehlo", "helo", "mail", "rcpt", "data", "message", "rset",
+  "noop", "quit"
+};
+
+/* Take the pending event: kind, index, code, enhanced, text. */
+static int engine_event(lua_State *L) {
+  smtp_engine *e = check_engine(L);
+  const smtp_event *ev;
+  luaL_argcheck(L, smtp_engine_state(e) & SMTP_EVENT, 1, "no event is pending");
+  ev = smtp_engine_event(e);
+  lua_pushstring(L, event_names[ev->kind]);
+  lua_pushinteger(L, (lua_Integer)ev->index + 1);
+  lua_pushinteger(L, ev->reply->code);
+  lua_pushstring(L, ev->reply->enhanced);
+  lua_pushlstring(L, ev->reply->text, ev->reply->text_len);
+  smtp_engine_event_ack(e);
+  return 5;
+}
+
+static int engine_mail(lua_State *L) {
+  smtp_engine *e = check_engine(L);
+  return result(L, smtp_engine_mail(e, check_arg(L, 2), check_arg(L, 3)), "MAIL FROM");
+}
+
+static int engine_rcpt(lua_State *L) {
+  smtp_engine *e = check_engine(L);
+  return result(L, smtp_engine_rcpt(e, check_arg(L, 2), check_arg(L, 3)), "RCPT TO");
+}
+
+static int engine_data(lua_State *L) {
+  return result(L, smtp_engine_data(check_engine(L)), "DATA");
+}
+
+/* body(s, i): take s from position i; returns the position of the first
+ * byte not taken (#s + 1 when all was). */
+static int engine_body(lua_State *L) {
+  smtp_engine *e = check_engine(L);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  lua_Integer i = luaL_optinteger(L, 3, 1);
+  luaL_argcheck(L, i >= 1 && (size_t)i <= len + 1, 3, "out of range");
+  luaL_argcheck(L, smtp_engine_state(e) & SMTP_SENDAPP, 1, "not in the DATA phase");
+  i += (lua_Integer)smtp_engine_body(e, (const unsigned char *)s + i - 1, len - (size_t)(i - 1));
+  lua_pushinteger(L, i);
+  return 1;
+}
+
+static int engine_body_end(lua_State *L) {
+  return result(L, smtp_engine_body_end(check_engine(L)), "end of DATA");
+}
+
+static int engine_rset(lua_State *L) {
+  return result(L, smtp_engine_rset(check_engine(L)), "RSET");
+}
+
+static int engine_noop(lua_State *L) {
+  return result(L, smtp_engine_noop(check_engine(L)), "NOOP");
+}
+
+static int engine_quit(lua_State *L) {
+  return result(L, smtp_engine_quit(check_engine(L)), "QUIT");
+}
+
+static int engine_caps(lua_State *L) {
+  static const struct { unsigned bit; const char *name; } names[] = {
+    { SMTP_EXT_SIZE, "size" }, { SMTP_EXT_PIPELINING, "pipelining" },
+    { SMTP_EXT_8BITMIME, "8bitmime" }, { SMTP_EXT_SMTPUTF8, "smtputf8" },
+    { SMTP_EXT_ENHANCED, "enhancedstatuscodes" }, { SMTP_EXT_STARTTLS, "starttls" },
+    { SMTP_EXT_AUTH, "auth" }, { SMTP_EXT_DSN, "dsn" }, { SMTP_EXT_CHUNKING, "chunking" }
+  };
+  const smtp_caps *c = smtp_engine_caps(check_engine(L));
+  size_t i;
+  lua_newtable(L);
+  for (i = 0; i < sizeof names / sizeof *names; i++) {
+    if (!(c->ext & names[i].bit)) continue;
+    if (names[i].bit == SMTP_EXT_SIZE) lua_pushnumber(L, (lua_Number)c->size);
+    else if (names[i].bit == SMTP_EXT_AUTH) lua_pushstring(L, c->auth);
+    else lua_pushboolean(L, 1);
+    lua_setfield(L, -2, names[i].name);
+  }
+  return 1;
+}
+
+/* nil while healthy; else kind, stage, code, enhanced, message. */
+static int engine_error(lua_State *L) {
+  smtp_engine *e = check_engine(L);
+  const smtp_error *err = smtp_engine_last_error(e);
+  if (err->kind == SMTP_ERR_NONE) return 0;
+  lua_pushstring(L, smtp_error_kind_name(err->kind));
+  lua_pushstring(L, smtp_stage_name(err->stage));
+  if (err->code) lua_pushinteger(L, err->code); else lua_pushnil(L);
+  lua_pushstring(L, err->enhanced);
+  lua_pushstring(L, err->message);
+  return 5;
+}
+
+static const char *const kind_options[] = {
+  "none", "dns", "connect", "timeout", "proxy", "tls", "auth", "rejected",
+  "protocol", "closed", NULL
+};
+
+static int engine_fail(lua_State *L) {
+  smtp_engine *e = check_engine(L);
+  int kind = luaL_checkoption(L, 2, NULL, kind_options);
+  smtp_engine_fail(e, (smtp_error_kind)kind, luaL_checkstring(L, 3));
+  return 0;
+}
+
+static const luaL_Reg engine_methods[] = {
+  { "action", engine_action }, { "output", engine_output }, { "sent", engine_sent },
+  { "room", engine_room }, { "feed", engine_feed }, { "eof", engine_eof },
+  { "event", engine_event }, { "mail", engine_mail }, { "rcpt", engine_rcpt },
+  { "data", engine_data }, { "body", engine_body }, { "body_end", engine_body_end },
+  { "rset", engine_rset }, { "noop", engine_noop }, { "quit", engine_quit },
+  { "caps", engine_caps }, { "error", engine_error }, { "fail", engine_fail },
+  { NULL, NULL }
+};
+
+/* ---- tcp ---- */
+
+static smtp_net *check_tcp(lua_State *L) {
+  return (smtp_net *)luaL_checkudata(L, 1, TCP_MT);
+}
+
+static int timeout_ms(lua_State *L, int i) {
+  lua_Number t = luaL_checknumber(L, i);
+  luaL_argcheck(L, t > 0 && t < 2147483, i, "timeout must be a positive number of seconds");
+  return (int)(t * 1000 + 0.5);
+}
+
+static int net_failure(lua_State *L, int kind, const char *msg) {
+  lua_pushnil(L);
+  lua_pushstring(L, smtp_error_kind_name((smtp_error_kind)kind));
+  lua_pushstring(L, msg);
+  return 3;
+}
+
+/* connect(host, port, timeout) -> tcp | nil, kind, message */
+static int tcp_connect(lua_State *L) {
+  const char *host = luaL_checkstring(L, 1);
+  const char *port = luaL_checkstring(L, 2);
+  int ms = timeout_ms(L, 3), kind;
+  char msg[256];
+  smtp_net *n = (smtp_net *)compat_newuserdata(L, sizeof *n);
+  smtp_net_init(n);
+  luaL_setmetatable(L, TCP_MT);
+  kind = smtp_net_connect(n, host, port, ms, msg, sizeof msg);
+  if (kind != SMTP_ERR_NONE) return net_failure(L, kind, msg);
+  return 1;
+}
+
+static smtp_net *check_open(lua_State *L) {
+  smtp_net *n = check_tcp(L);
+  if (n->fd < 0) luaL_error(L, "attempt to use a closed connection");
+  return n;
+}
+
+/* read(max, timeout) -> bytes | nil, "closed", message at end of stream |
+ * nil, kind, message */
+static int tcp_read(lua_State *L) {
+  smtp_net *n = check_open(L);
+  size_t max = (size_t)luaL_checkinteger(L, 2), got;
+  int ms = timeout_ms(L, 3), kind;
+  char msg[256];
+  luaL_Buffer b;
+  luaL_argcheck(L, max > 0, 2, "must be positive");
+  luaL_buffinit(L, &b);
+  kind = smtp_net_read(n, luaL_prepbuffer(&b), max < LUAL_BUFFERSIZE ? max : LUAL_BUFFERSIZE,
+                       ms, &got, msg, sizeof msg);
+  if (kind != SMTP_ERR_NONE) return net_failure(L, kind, msg);
+  if (got == 0) return net_failure(L, SMTP_ERR_CLOSED, "the server closed the connection");
+  luaL_addsize(&b, got);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* write(bytes, timeout) -> true | nil, kind, message */
+static int tcp_write(lua_State *L) {
+  smtp_net *n = check_open(L);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  int ms = timeout_ms(L, 3), kind;
+  char msg[256];
+  kind = smtp_net_write(n, s, len, ms, msg, sizeof msg);
+  if (kind != SMTP_ERR_NONE) return net_failure(L, kind, msg);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int tcp_close(lua_State *L) {
+  smtp_net_close(check_tcp(L));
+  return 0;
+}
+
+/* info() -> peer address, family (4 or 6), our address literal */
+static int tcp_info(lua_State *L) {
+  smtp_net *n = check_open(L);
+  lua_pushstring(L, n->addr);
+  lua_pushinteger(L, n->family);
+  lua_pushstring(L, n->local);
+  return 3;
+}
+
+static int tcp_tostring(lua_State *L) {
+  smtp_net *n = check_tcp(L);
+  if (n->fd < 0) lua_pushliteral(L, "smtp.tcp (closed)");
+  else lua_pushfstring(L, "smtp.tcp (%s)", n->addr);
+  return 1;
+}
+
+static const luaL_Reg tcp_methods[] = {
+  { "read", tcp_read }, { "write", tcp_write }, { "close", tcp_close },
+  { "info", tcp_info }, { NULL, NULL }
+};
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
+/* Seconds on a monotonic clock, for timings in reports. */
+static int core_clock(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)smtp_net_now_ms() / 1000);
+  return 1;
+}
+
+static const luaL_Reg functions[] = {
+  { "engine", engine_new }, { "connect", tcp_connect }, { "clock", core_clock },
+  { NULL, NULL }
+};
+
+SMTP_EXPORT int luaopen_smtp_core(lua_State *L);
+
+SMTP_EXPORT int luaopen_smtp_core(lua_State *L) {
+  new_class(L, ENGINE_MT, engine_methods);
+  new_class(L, TCP_MT, tcp_methods);
+  luaL_getmetatable(L, TCP_MT);
+  lua_pushcfunction(L, tcp_close);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, tcp_close);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, tcp_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  luaL_newlib(L, functions);
+  return 1;
+}

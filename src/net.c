@@ -1,0 +1,203 @@
+/*
+ * net.c -- the built-in transport; see net.h.
+ */
+#include "net.h"
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#ifdef MSG_NOSIGNAL
+#define SEND_FLAGS MSG_NOSIGNAL
+#else
+#define SEND_FLAGS 0   /* SO_NOSIGPIPE is set on the socket instead */
+#endif
+
+long long smtp_net_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int sys_error(char *msg, size_t msglen, int kind, const char *what, int err) {
+  snprintf(msg, msglen, "%s: %s", what, strerror(err));
+  return kind;
+}
+
+/* Wait until fd is ready for events, at most until deadline.  Returns 1
+ * ready, 0 timed out, -1 error (errno set). */
+static int wait_fd(int fd, short events, long long deadline) {
+  for (;;) {
+    struct pollfd p;
+    long long left = deadline - smtp_net_now_ms();
+    int r;
+    if (left < 0) left = 0;
+    p.fd = fd;
+    p.events = events;
+    p.revents = 0;
+    r = poll(&p, 1, left > 0x7fffffff ? 0x7fffffff : (int)left);
+    if (r > 0) return 1;
+    if (r == 0) return 0;
+    if (errno != EINTR) return -1;
+  }
+}
+
+void smtp_net_init(smtp_net *n) {
+  memset(n, 0, sizeof *n);
+  n->fd = -1;
+}
+
+static void describe(smtp_net *n, const struct sockaddr *sa) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  struct sockaddr_storage local;
+  socklen_t len = sizeof local;
+  getnameinfo(sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+              : sizeof(struct sockaddr_in), n->addr, sizeof n->addr, NULL, 0,
+              NI_NUMERICHOST);
+  n->family = sa->sa_family == AF_INET6 ? 6 : 4;
+  if (getsockname(n->fd, (struct sockaddr *)&local, &len) == 0)
+    getnameinfo((struct sockaddr *)&local, len, host, sizeof host, NULL, 0, NI_NUMERICHOST);
+  snprintf(n->local, sizeof n->local, n->family == 6 ? "[IPv6:%s]" : "[%s]", host);
+}
+
+/* One address: 0 connected, else an errno value (ETIMEDOUT on deadline). */
+static int try_connect(smtp_net *n, const struct addrinfo *ai, long long deadline) {
+  int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol), one = 1, err;
+  socklen_t len = sizeof err;
+  if (fd < 0) return errno;
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+    err = errno;
+    close(fd);
+    return err;
+  }
+  /* Commands are small and answered one round trip later: Nagle's
+   * algorithm would hold each one for a delayed ACK. */
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+#ifdef SO_NOSIGPIPE
+  setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+  if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) goto connected;
+  if (errno != EINPROGRESS) {
+    err = errno;
+    close(fd);
+    return err;
+  }
+  switch (wait_fd(fd, POLLOUT, deadline)) {
+    case 0: close(fd); return ETIMEDOUT;
+    case -1: err = errno; close(fd); return err;
+    default: break;
+  }
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+  if (err != 0) {
+    close(fd);
+    return err;
+  }
+connected:
+  n->fd = fd;
+  describe(n, ai->ai_addr);
+  return 0;
+}
+
+int smtp_net_connect(smtp_net *n, const char *host, const char *port,
+                     int timeout_ms, char *msg, size_t msglen) {
+  struct addrinfo hints, *res = NULL, *ai;
+  long long deadline = smtp_net_now_ms() + timeout_ms;
+  int r, err = 0;
+  char tried[128] = "";
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  /* No AI_ADDRCONFIG: it hides ::1 on hosts whose only IPv6 is loopback. */
+  r = getaddrinfo(host, port, &hints, &res);
+  if (r != 0) {
+    snprintf(msg, msglen, "cannot resolve %s: %s", host,
+             r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
+    return SMTP_ERR_DNS;
+  }
+  for (ai = res; ai; ai = ai->ai_next) {
+    err = try_connect(n, ai, deadline);
+    if (err == 0) break;
+    if (!*tried) {
+      char a[INET6_ADDRSTRLEN] = "?";
+      getnameinfo(ai->ai_addr, ai->ai_addrlen, a, sizeof a, NULL, 0, NI_NUMERICHOST);
+      snprintf(tried, sizeof tried, "%s", a);
+    }
+    if (err == ETIMEDOUT) break;
+  }
+  freeaddrinfo(res);
+  if (err == 0) return SMTP_ERR_NONE;
+  if (err == ETIMEDOUT) {
+    snprintf(msg, msglen, "connecting to %s port %s (%s) timed out after %d ms",
+             host, port, tried, timeout_ms);
+    return SMTP_ERR_TIMEOUT;
+  }
+  snprintf(msg, msglen, "cannot connect to %s port %s (%s): %s", host, port,
+           tried, strerror(err));
+  return SMTP_ERR_CONNECT;
+}
+
+int smtp_net_read(smtp_net *n, void *buf, size_t len, int timeout_ms,
+                  size_t *got, char *msg, size_t msglen) {
+  long long deadline = smtp_net_now_ms() + timeout_ms;
+  for (;;) {
+    ssize_t r = recv(n->fd, buf, len, 0);
+    if (r >= 0) {
+      *got = (size_t)r;
+      return SMTP_ERR_NONE;
+    }
+    if (errno == EINTR) continue;
+    if (errno == ECONNRESET) {
+      *got = 0;   /* a reset is an end of stream the engine judges */
+      return SMTP_ERR_NONE;
+    }
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      return sys_error(msg, msglen, SMTP_ERR_CLOSED, "receive failed", errno);
+    switch (wait_fd(n->fd, POLLIN, deadline)) {
+      case 0:
+        snprintf(msg, msglen, "no answer from the server within %d ms", timeout_ms);
+        return SMTP_ERR_TIMEOUT;
+      case -1: return sys_error(msg, msglen, SMTP_ERR_CLOSED, "receive failed", errno);
+      default: break;
+    }
+  }
+}
+
+int smtp_net_write(smtp_net *n, const void *buf, size_t len, int timeout_ms,
+                   char *msg, size_t msglen) {
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t r = send(n->fd, p, len, SEND_FLAGS);
+    if (r > 0) {
+      p += r;
+      len -= (size_t)r;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+      return sys_error(msg, msglen, SMTP_ERR_CLOSED, "send failed", errno);
+    switch (wait_fd(n->fd, POLLOUT, smtp_net_now_ms() + timeout_ms)) {
+      case 0:
+        snprintf(msg, msglen, "the server took no data for %d ms", timeout_ms);
+        return SMTP_ERR_TIMEOUT;
+      case -1: return sys_error(msg, msglen, SMTP_ERR_CLOSED, "send failed", errno);
+      default: break;
+    }
+  }
+  return SMTP_ERR_NONE;
+}
+
+void smtp_net_close(smtp_net *n) {
+  if (n->fd >= 0) close(n->fd);
+  n->fd = -1;
+}

@@ -1,0 +1,46 @@
+/*
+ * net.h -- the built-in transport: resolve, connect and wait with deadlines.
+ *
+ * Blocking calls bounded by a timeout each: the socket itself is
+ * non-blocking and every wait is a poll().  Name resolution uses
+ * getaddrinfo, which has no timeout of its own.
+ *
+ * Each function returning int gives SMTP_ERR_NONE (0) or an smtp_error_kind
+ * and then writes a message into msg (msglen > 0).
+ */
+#ifndef SMTP_NET_H
+#define SMTP_NET_H
+
+#include <stddef.h>
+
+typedef struct {
+  int fd;                /* -1 when closed */
+  char addr[64];         /* numeric address of the peer */
+  int family;            /* 4 or 6 */
+  char local[72];        /* our address as an SMTP address literal: "[127.0.0.1]" */
+} smtp_net;
+
+/* Make n closed.  MUST be called before anything else. */
+void smtp_net_init(smtp_net *n);
+
+/* Resolve host (a name or an IP literal) and connect to each address in
+ * turn until one accepts, all within timeout_ms. */
+int smtp_net_connect(smtp_net *n, const char *host, const char *port,
+                     int timeout_ms, char *msg, size_t msglen);
+
+/* Read at most len > 0 bytes, waiting at most timeout_ms.  *got = 0 means
+ * end of stream. */
+int smtp_net_read(smtp_net *n, void *buf, size_t len, int timeout_ms,
+                  size_t *got, char *msg, size_t msglen);
+
+/* Write all len bytes; each wait for the peer at most timeout_ms. */
+int smtp_net_write(smtp_net *n, const void *buf, size_t len, int timeout_ms,
+                   char *msg, size_t msglen);
+
+/* Milliseconds on a monotonic clock, for deadlines and timings. */
+long long smtp_net_now_ms(void);
+
+/* Close the socket; harmless when already closed. */
+void smtp_net_close(smtp_net *n);
+
+#endif
