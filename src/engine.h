@@ -28,6 +28,11 @@
 #ifndef SMTP_ENGINE_H
 #define SMTP_ENGINE_H
 
+/* Internal to the module whatever the build system: only luaopen_* is public. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
 #include <stddef.h>
 #include "reply.h"
 
@@ -209,5 +214,9 @@ const smtp_error *smtp_engine_last_error(const smtp_engine *e);
 /* Close the session with an error from outside the engine (the transport
  * timed out, for instance).  The first error stays. */
 void smtp_engine_fail(smtp_engine *e, smtp_error_kind kind, const char *message);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #endif

@@ -334,7 +334,7 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods) {
 
 /* Seconds on a monotonic clock, for timings in reports. */
 static int core_clock(lua_State *L) {
-  lua_pushnumber(L, (lua_Number)smtp_net_now_ms() / 1000);
+  lua_pushnumber(L, (lua_Number)smtp_net_now_us() / 1e6);
   return 1;
 }
 

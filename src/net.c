@@ -23,10 +23,14 @@
 #define SEND_FLAGS 0   /* SO_NOSIGPIPE is set on the socket instead */
 #endif
 
-long long smtp_net_now_ms(void) {
+long long smtp_net_now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static long long now_ms(void) {
+  return smtp_net_now_us() / 1000;
 }
 
 static int sys_error(char *msg, size_t msglen, int kind, const char *what, int err) {
@@ -39,7 +43,7 @@ static int sys_error(char *msg, size_t msglen, int kind, const char *what, int e
 static int wait_fd(int fd, short events, long long deadline) {
   for (;;) {
     struct pollfd p;
-    long long left = deadline - smtp_net_now_ms();
+    long long left = deadline - now_ms();
     int r;
     if (left < 0) left = 0;
     p.fd = fd;
@@ -112,7 +116,7 @@ connected:
 int smtp_net_connect(smtp_net *n, const char *host, const char *port,
                      int timeout_ms, char *msg, size_t msglen) {
   struct addrinfo hints, *res = NULL, *ai;
-  long long deadline = smtp_net_now_ms() + timeout_ms;
+  long long deadline = now_ms() + timeout_ms;
   int r, err = 0;
   char tried[128] = "";
   memset(&hints, 0, sizeof hints);
@@ -149,7 +153,7 @@ int smtp_net_connect(smtp_net *n, const char *host, const char *port,
 
 int smtp_net_read(smtp_net *n, void *buf, size_t len, int timeout_ms,
                   size_t *got, char *msg, size_t msglen) {
-  long long deadline = smtp_net_now_ms() + timeout_ms;
+  long long deadline = now_ms() + timeout_ms;
   for (;;) {
     ssize_t r = recv(n->fd, buf, len, 0);
     if (r >= 0) {
@@ -186,7 +190,7 @@ int smtp_net_write(smtp_net *n, const void *buf, size_t len, int timeout_ms,
     if (r < 0 && errno == EINTR) continue;
     if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
       return sys_error(msg, msglen, SMTP_ERR_CLOSED, "send failed", errno);
-    switch (wait_fd(n->fd, POLLOUT, smtp_net_now_ms() + timeout_ms)) {
+    switch (wait_fd(n->fd, POLLOUT, now_ms() + timeout_ms)) {
       case 0:
         snprintf(msg, msglen, "the server took no data for %d ms", timeout_ms);
         return SMTP_ERR_TIMEOUT;

@@ -11,6 +11,11 @@
 #ifndef SMTP_NET_H
 #define SMTP_NET_H
 
+/* Internal to the module whatever the build system: only luaopen_* is public. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
 #include <stddef.h>
 
 typedef struct {
@@ -37,10 +42,14 @@ int smtp_net_read(smtp_net *n, void *buf, size_t len, int timeout_ms,
 int smtp_net_write(smtp_net *n, const void *buf, size_t len, int timeout_ms,
                    char *msg, size_t msglen);
 
-/* Milliseconds on a monotonic clock, for deadlines and timings. */
-long long smtp_net_now_ms(void);
+/* Microseconds on a monotonic clock, for deadlines and timings. */
+long long smtp_net_now_us(void);
 
 /* Close the socket; harmless when already closed. */
 void smtp_net_close(smtp_net *n);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #endif

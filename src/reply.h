@@ -12,6 +12,11 @@
 #ifndef SMTP_REPLY_H
 #define SMTP_REPLY_H
 
+/* Internal to the module whatever the build system: only luaopen_* is public. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
 #include <stddef.h>
 
 #define SMTP_REPLY_LINE_MAX  2048u   /* octets of one line, CRLF excluded */
@@ -58,5 +63,9 @@ smtp_reply_status smtp_reply_feed(smtp_reply *r, const unsigned char *buf,
 
 /* Short English text for a status, for error messages. */
 const char *smtp_reply_status_text(smtp_reply_status s);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #endif

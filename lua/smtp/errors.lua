@@ -42,6 +42,12 @@ local hints = {
   { enhanced = "5.1.1", hint = "the mailbox does not exist: check the recipient's address" },
   { class = 4, hint = "a temporary failure: try again later" },
   { class = 5, stage = "greeting", hint = "the server refuses this client: check its policy or use another server" },
+  { class = 5, stage = "ehlo", hint = "the server refuses the EHLO name: set helo to this machine's full DNS name" },
+  { class = 5, stage = "mail",
+    hint = "the server refuses this sender: check from (or sender) and that this account may send as it" },
+  { class = 5, stage = "rcpt", hint = "check the recipients' addresses; the server's reply says why it refused them" },
+  { class = 5, stage = "data",
+    hint = "the server refused the message itself; its reply says why (content, size or policy)" },
 }
 
 local function hint_for(e)

@@ -334,7 +334,10 @@ function M.render(m, caps)
   local header = table.concat(h)
   local params = {}
   if cte == "8bit" then params[#params + 1] = "BODY=8BITMIME" end
-  if caps.size then params[#params + 1] = "SIZE=" .. (#header + #body + 2) end
+  if caps.size then
+    local unterminated = body ~= "" and body:sub(-2) ~= "\r\n"
+    params[#params + 1] = "SIZE=" .. (#header + #body + (unterminated and 2 or 0))
+  end
   return header, body, table.concat(params, " ")
 end
 

@@ -192,7 +192,9 @@ function M.normalize(t, presets)
     pipelining = check_type("pipelining", t.pipelining, "boolean"),
   }
   if not o.address then fail("address", "the server's host name or IP address", nil) end
-  if o.transport ~= nil then fail("transport", "left unset: this version has only the built-in transport", o.transport) end
+  if o.transport ~= nil then
+    fail("transport", "left unset: this version has only the built-in transport", o.transport)
+  end
   if o.timeout == nil then
     o.timeout = 60
   elseif type(o.timeout) ~= "number" or not (o.timeout > 0 and o.timeout < 2147483) then

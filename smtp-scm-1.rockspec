@@ -1,0 +1,34 @@
+rockspec_format = "3.0"
+package = "smtp"
+version = "scm-1"
+source = {
+  url = "git+https://example.invalid/smtp.git",
+}
+description = {
+  summary = "An SMTP client for Lua: describe a connection once, test it, send through it",
+  detailed = [[
+A sans-IO SMTP engine in C with a Lua API: connection settings as in a mail
+client's dialog, a diagnosing test(), streamed messages, clear errors.]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1, < 5.5",
+}
+external_dependencies = {
+  MBEDTLS = { header = "mbedtls/ssl.h" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    smtp = "lua/smtp/init.lua",
+    ["smtp.options"] = "lua/smtp/options.lua",
+    ["smtp.presets"] = "lua/smtp/presets.lua",
+    ["smtp.message"] = "lua/smtp/message.lua",
+    ["smtp.session"] = "lua/smtp/session.lua",
+    ["smtp.errors"] = "lua/smtp/errors.lua",
+    ["smtp.core"] = {
+      sources = { "src/lsmtp.c", "src/engine.c", "src/reply.c", "src/net.c" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+    },
+  },
+}

@@ -1,0 +1,90 @@
+-- conn:test(): the report, and failures before the server says anything.
+local smtp = require "smtp"
+local server = require "spec.support.server"
+
+local function plain(t)
+  t.tls = { protocol = "none" }
+  t.timeout = t.timeout or 5
+  return smtp.connection(t)
+end
+
+describe("test()", function()
+  it("reports the resolved address, banner, EHLO domain, extensions and timings", function()
+    local srv = server.start { banner = "220 mx.test.local ESMTP ready",
+      extensions = { "PIPELINING", "SIZE 1000", "8BITMIME", "AUTH PLAIN LOGIN", "DSN", "CHUNKING" } }
+    local report, err = plain { address = srv.host, port = srv.port }:test()
+    srv:stop()
+    assert.is_nil(err)
+    assert.are.equal("127.0.0.1", report.resolved)
+    assert.are.equal(4, report.family)
+    assert.are.equal(srv.port, report.port)
+    assert.are.equal("mx.test.local ESMTP ready", report.banner)
+    assert.are.equal("EHLO", report.ehlo.command)
+    assert.is_string(report.ehlo.domain)
+    assert.are.same({ "PIPELINING", "SIZE 1000", "8BITMIME", "AUTH PLAIN LOGIN", "DSN", "CHUNKING" },
+      report.ehlo.extensions)
+    for _, step in ipairs({ "connect", "greeting", "ehlo", "quit", "total" }) do
+      assert.is_number(report.timings[step], step)
+    end
+    local cmds = srv:commands()
+    assert.are.equal("QUIT", cmds[#cmds].line)
+  end)
+
+  it("sends the EHLO name given, or our address literal", function()
+    local srv = server.start {}
+    assert(plain { address = srv.host, port = srv.port, helo = "client.example.org" }:test())
+    assert(plain { address = srv.host, port = srv.port }:test())
+    srv:stop()
+    local helos = {}
+    for _, c in ipairs(srv:commands()) do
+      if c.line:find("^EHLO") then helos[#helos + 1] = c.line end
+    end
+    assert.are.same({ "EHLO client.example.org", "EHLO [127.0.0.1]" }, helos)
+  end)
+
+  it("resolves a host name", function()
+    local srv = server.start {}
+    local report, err = plain { address = "localhost", port = srv.port }:test()
+    srv:stop()
+    assert.is_nil(err)
+    assert.are.equal("127.0.0.1", report.resolved)
+  end)
+
+  it("connects over IPv6", function()
+    local srv = server.start { host = "::1" }
+    local report, err = plain { address = "::1", port = srv.port }:test()
+    srv:stop()
+    assert.is_nil(err)
+    assert.are.equal("::1", report.resolved)
+    assert.are.equal(6, report.family)
+  end)
+
+  it("reports a name that does not resolve as a dns error", function()
+    local name = string.rep("a", 64) .. ".example.com"
+    local report, err = plain { address = name, port = 25 }:test()
+    assert.is_nil(report)
+    assert.are.equal("dns", err.kind)
+    assert.are.equal("connect", err.stage)
+    assert.truthy(err.message:find(name, 1, true))
+    assert.truthy(err.hint)
+  end)
+
+  it("reports a refused connection", function()
+    local srv = server.start {}
+    local port = srv.port
+    srv:stop()
+    local report, err, partial = plain { address = "127.0.0.1", port = port }:test()
+    assert.is_nil(report)
+    assert.are.equal("connect", err.kind)
+    assert.are.equal("connect", err.stage)
+    assert.is_false(err.transient)
+    assert.are.equal(port, partial.port)
+    assert.truthy(tostring(err):find("refused", 1, true))
+  end)
+
+  it("reports an unavailable feature as an error, not a crash", function()
+    local report, err = smtp.connection { address = "127.0.0.1", port = 1 }:test()
+    assert.is_nil(report)
+    assert.are.equal("tls", err.kind)
+  end)
+end)
