@@ -97,7 +97,6 @@ static int out_reserve(smtp_engine *e, size_t n) {
   if (SMTP_OUT_SIZE - (e->out_len - e->out_off) < n) return 0;
   memmove(e->out, e->out + e->out_off, e->out_len - e->out_off);
   e->out_len -= e->out_off;
-  e->out_release -= e->out_off;
   e->out_off = 0;
   return 1;
 }
@@ -105,6 +104,7 @@ static int out_reserve(smtp_engine *e, size_t n) {
 static void out_put(smtp_engine *e, const char *s, size_t n) {
   memcpy(e->out + e->out_len, s, n);
   e->out_len += n;
+  e->out_total += n;
 }
 
 static int arg_ok(const char *s, int is_path) {
@@ -125,11 +125,10 @@ static int queue(smtp_engine *e, int cmd, unsigned index, const char *line) {
     return SMTP_AGAIN;
   out_put(e, line, n);
   out_put(e, "\r\n", 2);
-  e->out_release = e->out_len;
   p = &e->pend[(e->pend_head + e->pend_count++) % SMTP_PENDING_MAX];
   p->cmd = (unsigned char)cmd;
   p->index = index;
-  p->end = e->out_len;
+  p->end = e->out_total;
   return SMTP_OK;
 }
 
@@ -167,6 +166,31 @@ static int keyword_is(const char *line, size_t len, const char *kw, size_t *rest
   return 1;
 }
 
+static int has_mechanism(const char *list, const char *p, size_t n) {
+  while (*list) {
+    size_t m = strcspn(list, " ");
+    if (m == n && memcmp(list, p, n) == 0) return 1;
+    list += m;
+    if (*list) list++;
+  }
+  return 0;
+}
+
+/* Old servers repeat the AUTH line as "AUTH=": keep each mechanism once. */
+static void add_mechanisms(smtp_caps *c, const char *p, size_t len) {
+  const char *end = p + len;
+  while (p < end) {
+    const char *sp = memchr(p, ' ', (size_t)(end - p));
+    size_t n = sp ? (size_t)(sp - p) : (size_t)(end - p), have = strlen(c->auth);
+    if (n > 0 && !has_mechanism(c->auth, p, n) && have + n + 2 < sizeof c->auth) {
+      if (have) c->auth[have++] = ' ';
+      memcpy(c->auth + have, p, n);
+      c->auth[have + n] = '\0';
+    }
+    p += n + 1;
+  }
+}
+
 static void parse_caps(smtp_engine *e) {
   static const struct { const char *kw; unsigned bit; } known[] = {
     { "SIZE", SMTP_EXT_SIZE }, { "PIPELINING", SMTP_EXT_PIPELINING },
@@ -191,12 +215,7 @@ static void parse_caps(smtp_engine *e) {
           v = v > (~0UL - 9) / 10 ? ~0UL : v * 10 + (unsigned long)(line[rest] - '0');
         e->caps.size = v;
       } else if (known[i].bit == SMTP_EXT_AUTH) {
-        size_t have = strlen(e->caps.auth), n = len - rest;
-        if (have + n + 2 < sizeof e->caps.auth) {
-          if (have) e->caps.auth[have++] = ' ';
-          memcpy(e->caps.auth + have, line + rest, n);
-          e->caps.auth[have + n] = '\0';
-        }
+        add_mechanisms(&e->caps, line + rest, len - rest);
       }
     }
     line = nl;
@@ -258,6 +277,8 @@ static void on_reply(smtp_engine *e) {
       break;
     case CMD_MAIL:
       emit(e, SMTP_EV_MAIL, 0);
+      /* data() gave up before this reply came: close what MAIL opened */
+      if (ok && e->txn == TXN_FAILED) (void)queue(e, CMD_RSET, 0, "RSET");
       if (!in_txn) break;
       if (ok) e->mail_ok = 1;
       else e->txn = TXN_FAILED;
@@ -299,7 +320,10 @@ static void run(smtp_engine *e) {
   while (!e->has_event && e->phase != PH_CLOSED && e->in_off < e->in_len) {
     size_t used;
     smtp_reply_status st;
-    if (e->pend_count == 0) {
+    /* A reply can only answer a command written before its bytes came
+     * (unparsed bytes all came with the last recvrec_ack): bytes read with
+     * the greeting, or with the 220 to STARTTLS, were injected. */
+    if (e->pend_count == 0 || e->pend[e->pend_head].end > e->in_stamp) {
       fail(e, SMTP_ERR_PROTOCOL, current_stage(e),
            "the server sent data that answers no command");
       return;
@@ -328,10 +352,11 @@ static void run(smtp_engine *e) {
 
 int smtp_engine_init(smtp_engine *e, const char *helo, unsigned opts) {
   size_t n = strlen(helo), i;
+  memset(e, 0, sizeof *e);
+  e->phase = PH_CLOSED;   /* until the name is known good */
   if (n == 0 || n >= sizeof e->helo) return SMTP_EINVAL;
   for (i = 0; i < n; i++)
     if ((unsigned char)helo[i] <= ' ' || helo[i] == 0x7f) return SMTP_EINVAL;
-  memset(e, 0, sizeof *e);
   memcpy(e->helo, helo, n + 1);
   e->opts = opts;
   e->phase = PH_GREETING;
@@ -344,7 +369,7 @@ int smtp_engine_init(smtp_engine *e, const char *helo, unsigned opts) {
 unsigned smtp_engine_state(const smtp_engine *e) {
   unsigned s = 0;
   if (e->phase == PH_CLOSED) return SMTP_CLOSED | (e->has_event ? SMTP_EVENT : 0);
-  if (e->out_off < e->out_release) s |= SMTP_SENDREC;
+  if (e->out_off < e->out_len) s |= SMTP_SENDREC;
   if (e->has_event) return s | SMTP_EVENT;
   if (e->pend_count > 0 && e->in_len < SMTP_IN_SIZE) s |= SMTP_RECVREC;
   if (e->txn == TXN_BODY) s |= SMTP_SENDAPP;
@@ -355,13 +380,14 @@ unsigned smtp_engine_state(const smtp_engine *e) {
 }
 
 const unsigned char *smtp_engine_sendrec_buf(const smtp_engine *e, size_t *len) {
-  *len = e->out_release - e->out_off;
+  *len = e->out_len - e->out_off;
   return e->out + e->out_off;
 }
 
 void smtp_engine_sendrec_ack(smtp_engine *e, size_t len) {
   e->out_off += len;
-  if (e->out_off == e->out_len) e->out_off = e->out_release = e->out_len = 0;
+  e->out_sent += len;
+  if (e->out_off == e->out_len) e->out_off = e->out_len = 0;
 }
 
 unsigned char *smtp_engine_recvrec_buf(smtp_engine *e, size_t *len) {
@@ -371,6 +397,7 @@ unsigned char *smtp_engine_recvrec_buf(smtp_engine *e, size_t *len) {
 
 void smtp_engine_recvrec_ack(smtp_engine *e, size_t len) {
   e->in_len += len;
+  e->in_stamp = e->out_sent;
   run(e);
 }
 
@@ -417,8 +444,8 @@ int smtp_engine_rcpt(smtp_engine *e, const char *to, const char *params) {
   int r;
   if (!envelope_open(e)) return SMTP_ESTATE;
   if (!arg_ok(to, 1) || !arg_ok(params, 0)) return SMTP_EINVAL;
-  if (lockstep_wait(e)) return SMTP_AGAIN;
   if (e->txn == TXN_FAILED) return SMTP_EDONE;
+  if (lockstep_wait(e)) return SMTP_AGAIN;
   r = queue_path(e, CMD_RCPT, e->rcpt_sent, "RCPT TO", to, params);
   if (r == SMTP_OK) e->rcpt_sent++;
   return r;
@@ -427,8 +454,8 @@ int smtp_engine_rcpt(smtp_engine *e, const char *to, const char *params) {
 int smtp_engine_data(smtp_engine *e) {
   int r;
   if (!envelope_open(e)) return SMTP_ESTATE;
-  if (lockstep_wait(e)) return SMTP_AGAIN;
   if (e->txn == TXN_FAILED) return SMTP_EDONE;
+  if (lockstep_wait(e)) return SMTP_AGAIN;
   if (e->rcpt_sent == 0 || (!pipelining(e) && e->rcpt_ok == 0)) {
     txn_fail(e);
     return SMTP_EDONE;
@@ -471,7 +498,7 @@ size_t smtp_engine_body(smtp_engine *e, const unsigned char *p, size_t len) {
     }
   }
   e->out_len += n;
-  e->out_release = e->out_len;
+  e->out_total += n;
   return i;
 }
 

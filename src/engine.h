@@ -122,7 +122,7 @@ typedef struct {
 typedef struct {
   unsigned char cmd;       /* a command kind, private */
   unsigned index;
-  size_t end;              /* offset in out just past this command */
+  size_t end;              /* out_total just past this command */
 } smtp_pending;
 
 typedef struct smtp_engine {
@@ -136,9 +136,11 @@ typedef struct smtp_engine {
   /* input: in[in_off .. in_len) received, not parsed yet */
   unsigned char in[SMTP_IN_SIZE];
   size_t in_off, in_len;
-  /* output: out[out_off .. out_release) may be written; [.. out_len) waits */
+  /* output: out[out_off .. out_len) is to be written */
   unsigned char out[SMTP_OUT_SIZE];
-  size_t out_off, out_release, out_len;
+  size_t out_off, out_len;
+  size_t out_total, out_sent;  /* bytes ever queued, ever written */
+  size_t in_stamp;             /* out_sent when the unparsed input came */
   /* commands written or queued whose reply is awaited, oldest first */
   smtp_pending pend[SMTP_PENDING_MAX];
   unsigned pend_head, pend_count;

@@ -43,8 +43,6 @@ typedef struct {
   int state;
   int line_code;
   size_t line_len;
-  size_t line_start;      /* offset in text where the current line began */
-  char prefix[4];
   unsigned hold;          /* octets of a possible enhanced code held back */
   int cr;                 /* a CR was read; it is dropped if LF follows */
   int last;               /* the current line ends the reply */

@@ -1,0 +1,109 @@
+# mk/c.mk -- tests and fuzz targets of the C core (src/reply.c, src/engine.c),
+# which build as plain C: no Lua, no sockets.  Included by the top Makefile;
+# every variable can be overridden.
+#
+#   make ctest           the C tests under ASan+UBSan; last line "N passed, M failed"
+#   make ctest-valgrind  the same tests built without sanitizers, under valgrind
+#   make fuzz            each libFuzzer target for FUZZ_SECONDS
+#   make fuzz-smoke      each libFuzzer target for FUZZ_SMOKE_SECONDS
+
+BUILD ?= build
+CTEST_CC ?= $(CC)
+CTEST_CFLAGS ?= -std=c99 -Wall -Wextra -Wshadow -Wmissing-prototypes -Werror -g
+CTEST_SAN ?= -fsanitize=address,undefined -fno-sanitize-recover=all
+VALGRIND ?= valgrind -q --error-exitcode=1 --leak-check=full
+FUZZ_CC ?= clang
+FUZZ_CFLAGS ?= -std=c99 -Wall -Wextra -Werror -g -O1 \
+  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_ARGS ?=
+
+CTEST_NAMES = test_reply test_engine
+CTEST_BINS = $(CTEST_NAMES:%=$(BUILD)/ctest/%)
+CTEST_PLAIN_BINS = $(CTEST_NAMES:%=$(BUILD)/ctest-plain/%)
+FUZZ_NAMES = fuzz_reply fuzz_engine
+FUZZ_BINS = $(FUZZ_NAMES:%=$(BUILD)/fuzz/%)
+
+.PHONY: ctest ctest-valgrind fuzz fuzz-smoke
+
+# What each binary is made of; the pattern rules below add the recipe.
+$(BUILD)/ctest/test_reply $(BUILD)/ctest-plain/test_reply: \
+  src/reply.c test/test_reply.c
+$(BUILD)/ctest/test_engine $(BUILD)/ctest-plain/test_engine: \
+  src/engine.c src/reply.c test/test_engine.c
+$(BUILD)/fuzz/fuzz_reply: src/reply.c fuzz/fuzz_reply.c
+$(BUILD)/fuzz/fuzz_engine: src/engine.c src/reply.c fuzz/fuzz_engine.c
+
+$(BUILD)/ctest/%: src/reply.h src/engine.h test/harness.h
+	@mkdir -p $(@D)
+	$(CTEST_CC) $(CTEST_CFLAGS) $(CTEST_SAN) -o $@ $(filter %.c,$^)
+
+$(BUILD)/ctest-plain/%: src/reply.h src/engine.h test/harness.h
+	@mkdir -p $(@D)
+	$(CTEST_CC) $(CTEST_CFLAGS) -o $@ $(filter %.c,$^)
+
+$(BUILD)/fuzz/%: src/reply.h src/engine.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
+
+# Run each test binary ($1 prefixes the command), show its report with its
+# summary line named, and add the summaries up.  A binary that dies (a
+# sanitizer or valgrind error) or exits non-zero counts as a failure even if
+# its own line said otherwise.
+define ctest_run
+pass=0; fail=0; \
+for t in $(2); do \
+  $(1) $$t > $$t.log 2>&1; rc=$$?; \
+  sed '$$d' $$t.log; last=$$(tail -n 1 $$t.log); \
+  case "$$last" in \
+    *" passed, "*" failed") set -- $$last; p=$$1; f=$$3 ;; \
+    *) echo "$$last"; p=0; f=0 ;; \
+  esac; \
+  if [ $$rc -ne 0 ] && [ $$f -eq 0 ]; then f=1; fi; \
+  echo "$${t##*/}: $$p passed, $$f failed"; \
+  pass=$$((pass + p)); fail=$$((fail + f)); \
+done; \
+echo "$$pass passed, $$fail failed"; [ $$fail -eq 0 ]
+endef
+
+ctest: $(CTEST_BINS)
+	@$(call ctest_run,,$(CTEST_BINS))
+
+ctest-valgrind: $(CTEST_PLAIN_BINS)
+	@$(call ctest_run,$(VALGRIND),$(CTEST_PLAIN_BINS))
+
+# Seeds, so that a short run starts from whole dialogues rather than from
+# nothing: replies for the parser, and for the engine records in the format
+# fuzz/fuzz_engine.c describes (a length byte, then server bytes or body).
+define fuzz_seed
+mkdir -p $(BUILD)/fuzz/corpus/fuzz_reply $(BUILD)/fuzz/corpus/fuzz_engine; \
+printf '250 2.1.0 ok\r\n' > $(BUILD)/fuzz/corpus/fuzz_reply/seed-1; \
+printf '250-mx\r\n250-PIPELINING\r\n250 SIZE 10\r\n221 x\n' \
+  > $(BUILD)/fuzz/corpus/fuzz_reply/seed-2; \
+printf '550-5.1.1 a\r\n550 5.1.1 b\r\n' > $(BUILD)/fuzz/corpus/fuzz_reply/seed-3; \
+printf '\010220 mx\r\n\030250-mx\r\n250 PIPELINING\r\n\034250 a\r\n250 b\r\n250 c\r\n354 d\r\n\005hi\n.\n\200\007250 e\r\n\200\007221 f\r\n' \
+  > $(BUILD)/fuzz/corpus/fuzz_engine/seed-1; \
+printf '\010220 mx\r\n\007502 x\r\n\007250 y\r\n\107250 a\r\n\007250 b\r\n\007354 c\r\n\003.\r.\200\007250 e\r\n' \
+  > $(BUILD)/fuzz/corpus/fuzz_engine/seed-2
+endef
+
+# Each target for $1 seconds; a finding stops the run and stays in
+# $(BUILD)/fuzz/artifacts/ with the log beside it.
+define fuzz_run
+$(fuzz_seed); mkdir -p $(BUILD)/fuzz/artifacts; \
+for f in $(FUZZ_BINS); do \
+  n=$${f##*/}; echo "$$n: $(1) s"; \
+  $$f -max_total_time=$(1) -print_final_stats=1 \
+    -artifact_prefix=$(BUILD)/fuzz/artifacts/$$n- $(FUZZ_ARGS) \
+    $(BUILD)/fuzz/corpus/$$n > $(BUILD)/fuzz/$$n.log 2>&1 \
+    || { tail -n 60 $(BUILD)/fuzz/$$n.log; echo "$$n: FAILED, see $(BUILD)/fuzz/$$n.log"; exit 1; }; \
+  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)' $(BUILD)/fuzz/$$n.log; \
+done
+endef
+
+fuzz: $(FUZZ_BINS)
+	@$(call fuzz_run,$(FUZZ_SECONDS))
+
+fuzz-smoke: $(FUZZ_BINS)
+	@$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
