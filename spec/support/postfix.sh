@@ -1,0 +1,180 @@
+#!/bin/bash
+# A private Postfix instance for the specs, separate from the system one.
+#
+#   spec/support/postfix.sh start DIR PORT   # (re)build DIR, start, wait for the banner
+#   spec/support/postfix.sh stop DIR         # stop and wait for its master to exit
+#
+# DIR holds everything: main.cf, master.cf, queue/, data/, maillog, and the
+# mailbox mail/inbox/ (a Maildir) that gets every message for any address
+# @example.test or @localhost. smtpd listens on 127.0.0.1:PORT, and on
+# [::1]:PORT where the loopback has IPv6. Nothing leaves the machine: other
+# domains are refused as relaying, and bounces to them fail at once.
+# "start" wipes the queue and mailbox of an earlier run. Needs root.
+set -euo pipefail
+PATH=$PATH:/usr/sbin
+
+die() {
+    echo "postfix.sh: $*" >&2
+    exit 1
+}
+
+usage() {
+    die "usage: $0 start DIR PORT | stop DIR"
+}
+
+loopbacks() {
+    echo 127.0.0.1
+    if grep -qs '^0\{31\}1 .* lo$' /proc/net/if_inet6; then
+        echo '[::1]'
+    fi
+}
+
+# One smtpd listener per loopback address. Extra arguments are master.cf
+# "-o name=value" overrides, for the TLS and SASL ports to come.
+smtpd_service() {
+    local port=$1 address
+    shift
+    for address in $(loopbacks); do
+        echo "$address:$port inet n - n - - smtpd $*"
+    done
+}
+
+write_main_cf() {
+    local dir=$1 interfaces protocols
+    interfaces=$(loopbacks | paste -sd, - | sed 's/,/, /g')
+    protocols=ipv4
+    [[ $interfaces == *::1* ]] && protocols="ipv4, ipv6"
+    cat > "$dir/main.cf" <<EOF
+# Written by spec/support/postfix.sh; edits are lost on the next start.
+compatibility_level = 3.6
+queue_directory = $dir/queue
+data_directory = $dir/data
+maillog_file = $dir/maillog
+maillog_file_prefixes = $dir
+
+myhostname = mx.example.test
+mydomain = example.test
+myorigin = example.test
+mydestination =
+inet_interfaces = $interfaces
+inet_protocols = $protocols
+smtpd_banner = \$myhostname ESMTP Postfix (test instance)
+
+# No name service: containers and CI may have no resolver at all.
+smtpd_peername_lookup = no
+smtp_host_lookup = native
+smtp_dns_support_level = disabled
+
+# Tests provoke errors on purpose; don't slow them down for it.
+smtpd_error_sleep_time = 0s
+smtpd_soft_error_limit = 1000
+
+smtpd_relay_restrictions = reject_unauth_destination
+virtual_mailbox_domains = example.test, localhost
+virtual_mailbox_base = $dir/mail
+virtual_mailbox_maps = static:inbox/
+virtual_uid_maps = static:$(id -u nobody)
+virtual_gid_maps = static:$(id -g nobody)
+default_transport = error:5.7.1 the test instance delivers nothing off this machine
+relay_transport = \$default_transport
+alias_maps =
+alias_database =
+biff = no
+EOF
+}
+
+write_master_cf() {
+    local dir=$1 port=$2
+    {
+        echo "# Written by spec/support/postfix.sh; edits are lost on the next start."
+        echo "# No chroot: the instance lives wherever DIR is."
+        smtpd_service "$port"
+        cat <<'EOF'
+cleanup    unix  n - n -   0 cleanup
+qmgr       unix  n - n 300 1 qmgr
+rewrite    unix  - - n -   - trivial-rewrite
+bounce     unix  - - n -   0 bounce
+defer      unix  - - n -   0 bounce
+trace      unix  - - n -   0 bounce
+verify     unix  - - n -   1 verify
+flush      unix  n - n 1000? 0 flush
+proxymap   unix  - - n -   - proxymap
+showq      unix  n - n -   - showq
+error      unix  - - n -   - error
+retry      unix  - - n -   - error
+discard    unix  - - n -   - discard
+virtual    unix  - n n -   - virtual
+anvil      unix  - - n -   1 anvil
+scache     unix  - - n -   1 scache
+postlog    unix-dgram n - n - 1 postlogd
+EOF
+    } > "$dir/master.cf"
+}
+
+stop_instance() {
+    local dir=$1 pid i
+    [[ -f $dir/main.cf ]] || return 0
+    postfix -c "$dir" status >/dev/null 2>&1 || return 0
+    pid=$(tr -d ' ' < "$dir/queue/pid/master.pid")
+    # What "postfix stop" does, without its one-second polling.
+    kill "$pid" || die "cannot signal master $pid of $dir"
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    die "master $pid of $dir still running 10 s after stop"
+}
+
+# The maillog's end, less the ownership warnings that come from keeping
+# the queue inside the configuration directory.
+log_tail() {
+    grep -v -e 'not owned by' -e 'group or other writable' "$1/maillog" 2>/dev/null | tail -n 20
+}
+
+# Read the banner, so that "started" means "accepting mail".
+await_banner() {
+    local port=$1 banner
+    exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+    read -r -t 10 banner <&3 || banner=
+    printf 'QUIT\r\n' >&3
+    exec 3>&-
+    [[ $banner == 220* ]]
+}
+
+start_instance() {
+    local dir=$1 port=$2
+    stop_instance "$dir"
+    rm -rf "$dir/queue" "$dir/data" "$dir/mail" "$dir/maillog"
+    # Postfix daemons run as the postfix user and virtual(8) delivers as
+    # nobody: both must reach into DIR whatever the umask was.
+    chmod 755 "$dir"
+    mkdir -p "$dir/queue" "$dir/data" "$dir/mail"
+    chown postfix "$dir/data"
+    chown nobody:"$(id -gn nobody)" "$dir/mail"
+    write_main_cf "$dir"
+    write_master_cf "$dir" "$port"
+    # Postfix waits two seconds for a main.cf modified just now to settle.
+    touch -d '-5 seconds' "$dir/main.cf" "$dir/master.cf"
+    # Postfix reports to a terminal or to maillog, never to a pipe.
+    postfix -c "$dir" start >/dev/null 2>&1 || die "postfix -c $dir start failed; $dir/maillog:
+$(log_tail "$dir")"
+    await_banner "$port" || die "no 220 banner on 127.0.0.1:$port; see $dir/maillog:
+$(log_tail "$dir")"
+}
+
+[[ $# -ge 2 ]] || usage
+[[ $EUID -eq 0 ]] || die "must run as root (Postfix's master needs it)"
+command -v postfix >/dev/null || die "postfix is not installed (apt-get install postfix)"
+case $1 in
+    start)
+        [[ $# -eq 3 && $3 =~ ^[0-9]+$ ]] || usage
+        mkdir -p "$2"
+        start_instance "$(cd "$2" && pwd)" "$3"
+        ;;
+    stop)
+        [[ $# -eq 2 ]] || usage
+        [[ -d $2 ]] || exit 0
+        stop_instance "$(cd "$2" && pwd)"
+        ;;
+    *) usage ;;
+esac

@@ -1,0 +1,214 @@
+-- Test servers for the specs (Lua 5.1-5.4, no C modules needed).
+--
+--   local server = require "spec.support.server"
+--   local srv = server.start { ehlo = "refuse" }   -- a scripted smtpd.py
+--   ... connect to srv.host, srv.port ...
+--   srv:messages(); srv:commands(); srv:records()
+--   srv:stop()                                  -- records stay readable
+--
+--   server.postfix()            -- the shared Postfix from postfix.sh
+--   server.postfix_wait(needle) -- raw text of the delivered message
+--
+-- Script keys for start() (all optional; the default is a well-behaved ESMTP
+-- server):
+--   host             address to listen on, default "127.0.0.1" (also "::1")
+--   banner           greeting line, default "220 test.local ESMTP smtpd.py"
+--   greeting_delay   seconds before the greeting
+--   silent           accept and never send a byte
+--   close_on_connect close right after accept
+--   extensions       EHLO keywords, default { "PIPELINING", "8BITMIME",
+--                    "SIZE 10485760", "ENHANCEDSTATUSCODES", "SMTPUTF8" };
+--                    MAIL/RCPT parameters are refused unless their
+--                    extension is listed (SIZE, BODY, SMTPUTF8, DSN, ...)
+--   ehlo             "ok" | "refuse" (500 to EHLO, HELO works) |
+--                    "long_line" (one EHLO line of ehlo_line_length bytes,
+--                    default 5000, CRLF not counted) | "endless"
+--   replies          { [trigger] = "full reply, lines joined by \r\n" };
+--                    triggers: greeting EHLO HELO MAIL RCPT RCPT:<address>
+--                    DATA (to the DATA command) END (after the dot) RSET NOOP
+--                    QUIT. A refused MAIL/RCPT/END changes no state, as on a
+--                    real server.
+--   close_after      "greeting" | "EHLO" | "MAIL" | "RCPT" | "DATA": close
+--                    after that reply; "mid_data": close without a reply once
+--                    close_after_bytes (default 100) of the body arrived
+--   no_reply_after   "DATA_END": never answer the final dot
+--   split_replies    send replies one byte per TCP segment
+--   reply_delay      seconds before every reply
+--
+-- Records (tables, in order): { type = "connect"|"disconnect", conn = n },
+-- { type = "command", conn, line (without CRLF), pipelined (more bytes were
+-- already buffered behind it) }, and for each accepted message { type =
+-- "message", conn, mail_from, mail_options, rcpt_tos, rcpt_options (one list
+-- per accepted recipient), ehlo, data (body after dot-unstuffing, through
+-- the CRLF before the final dot), wire (the bytes after the 354 through
+-- CRLF.CRLF) }. A message is recorded before its final reply is sent and a
+-- command before it is answered, so both are there once the client has the
+-- reply; a disconnect record may lag behind the client's close.
+
+local json = require "spec.support.json"
+
+local server = {}
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+if here:sub(1, 1) ~= "/" then
+  here = (os.getenv("PWD") or ".") .. "/" .. here:gsub("^%./", "")
+end
+
+local function quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- os.execute says "success" differently in Lua 5.1 and 5.2+.
+local function succeeds(command)
+  local ok = os.execute(command)
+  return ok == true or ok == 0
+end
+
+local function sleep(seconds)
+  local ok, socket = pcall(require, "socket")
+  if ok then
+    socket.sleep(seconds)
+  else
+    os.execute("sleep " .. seconds)
+  end
+end
+
+local b64 = {}
+for i = 1, 64 do
+  b64[("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"):byte(i)] = i - 1
+end
+
+local function unbase64(s)
+  local out = {}
+  for i = 1, #s, 4 do
+    local a, b, c, d = s:byte(i, i + 3)
+    local n = b64[a] * 262144 + b64[b] * 4096 + (b64[c] or 0) * 64 + (b64[d] or 0)
+    out[#out + 1] = string.char(math.floor(n / 65536), math.floor(n / 256) % 256, n % 256)
+      :sub(1, c == 61 and 1 or d == 61 and 2 or 3)
+  end
+  return table.concat(out)
+end
+
+local Server = {}
+Server.__index = Server
+
+function server.start(script)
+  local host, rest = "127.0.0.1", {}
+  for k, v in pairs(script or {}) do
+    if k == "host" then host = v else rest[k] = v end
+  end
+  local record = os.tmpname()
+  local python = os.getenv("SMTP_TEST_PYTHON") or "/usr/bin/python3"
+  -- exec, so that the pipe's other end is the server itself: it exits (and
+  -- removes the record) when this process closes the pipe or dies, and
+  -- close() waits for it.
+  local pipe = assert(io.popen(table.concat({ "exec", quote(python),
+    quote(here .. "/smtpd.py"), "--host", quote(host), "--script", quote(json.encode(rest)),
+    "--record", quote(record), "--temporary" }, " "), "r"))
+  local line = pipe:read("*l")
+  local port, pid = (line or ""):match("^PORT (%d+) PID (%d+)$")
+  if not port then
+    pipe:close()
+    os.remove(record)
+    error("smtpd.py did not start (said " .. tostring(line) .. "; see stderr)", 2)
+  end
+  return setmetatable({ host = host, port = tonumber(port), pid = tonumber(pid),
+    pipe = pipe, record = record }, Server)
+end
+
+function Server:records()
+  local text = self.final or assert(read_file(self.record), "server lost its records")
+  local records = {}
+  -- A last line without its newline is still being written.
+  for line in text:gmatch("([^\n]*)\n") do
+    records[#records + 1] = json.decode(line)
+  end
+  return records
+end
+
+local function only(records, kind)
+  local out = {}
+  for _, r in ipairs(records) do
+    if r.type == kind then out[#out + 1] = r end
+  end
+  return out
+end
+
+function Server:commands()
+  return only(self:records(), "command")
+end
+
+function Server:messages()
+  local messages = only(self:records(), "message")
+  for _, m in ipairs(messages) do
+    m.data, m.wire = unbase64(m.data_b64), unbase64(m.wire_b64)
+  end
+  return messages
+end
+
+-- What was recorded stays readable after stop().
+function Server:stop()
+  if not self.pid then return end
+  self.final = read_file(self.record) or ""
+  os.execute("kill " .. self.pid .. " 2>/dev/null")
+  self.pipe:close()
+  os.remove(self.record)
+  self.pid = nil
+end
+
+local function postfix_config()
+  local repo = here:match("^(.*)/spec/support$") or (here .. "/../..")
+  return os.getenv("SMTP_TEST_POSTFIX_DIR") or (repo .. "/.test/postfix"),
+    tonumber(os.getenv("SMTP_TEST_POSTFIX_PORT") or "2525")
+end
+
+function server.postfix()
+  local dir, port = postfix_config()
+  if not succeeds("PATH=$PATH:/usr/sbin postfix -c " .. quote(dir) .. " status >/dev/null 2>&1") then
+    error("the test Postfix is not running; start it with "
+      .. "spec/support/postfix.sh start " .. dir .. " " .. port, 2)
+  end
+  return { host = "127.0.0.1", port = port, domain = "example.test" }
+end
+
+local function maildir_files(dir)
+  local files = {}
+  local ls = io.popen("ls -1 " .. quote(dir) .. " 2>/dev/null")
+  for name in ls:lines() do files[#files + 1] = dir .. "/" .. name end
+  ls:close()
+  return files
+end
+
+function server.postfix_wait(needle, timeout)
+  local dir = postfix_config()
+  local inbox = dir .. "/mail/inbox/new"
+  local deadline = os.time() + (timeout or 15)
+  local seen
+  repeat
+    seen = {}
+    for _, path in ipairs(maildir_files(inbox)) do
+      local text = read_file(path) or ""
+      if text:find(needle, 1, true) then return text end
+      seen[#seen + 1] = "  " .. (text:match("\nSubject: ([^\r\n]*)") or "(no subject)")
+    end
+    sleep(0.1)
+  until os.time() > deadline
+  local log = {}
+  for line in (read_file(dir .. "/maillog") or ""):gmatch("[^\n]+") do
+    log[#log + 1] = line
+    if #log > 10 then table.remove(log, 1) end
+  end
+  error(string.format("postfix_wait: no message containing %q in %s after %d s;"
+    .. " %d there, subjects:\n%s\nend of %s/maillog:\n%s", needle, inbox,
+    timeout or 15, #seen, table.concat(seen, "\n"), dir, table.concat(log, "\n")), 2)
+end
+
+return server

@@ -1,0 +1,405 @@
+#!/usr/bin/python3
+"""A scriptable SMTP server for the spec suite, built on aiosmtpd.
+
+    smtpd.py --script JSON --record FILE [--temporary]
+
+Binds 127.0.0.1 (or --host) on a free port, prints "PORT <n> PID <pid>" and serves every
+connection with the same script until SIGTERM, or until the reader of its
+stdout goes away when stdout is a pipe (so a forgotten server dies with the
+test run; --temporary then removes FILE too). Each event is appended to FILE
+as one JSON object per line.
+spec/support/server.lua documents the script keys and the records.
+
+Strings in records are the received bytes decoded as UTF-8 with
+surrogateescape: a byte that is not valid UTF-8 appears as a lone \\udcXX
+escape, which spec/support/json.lua turns back into that byte.
+"""
+
+import argparse
+import asyncio
+import base64
+import collections
+import json
+import logging
+import os
+import socket
+import stat
+import sys
+
+from aiosmtpd.smtp import SMTP
+
+HOSTNAME = "test.local"
+DEFAULT_EXTENSIONS = ["PIPELINING", "8BITMIME", "SIZE 10485760",
+                      "ENHANCEDSTATUSCODES", "SMTPUTF8"]
+# Which EHLO keyword a MAIL/RCPT parameter needs before a client may use it.
+MAIL_PARAMS = {"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8",
+               "RET": "DSN", "ENVID": "DSN", "AUTH": "AUTH",
+               "REQUIRETLS": "REQUIRETLS"}
+RCPT_PARAMS = {"NOTIFY": "DSN", "ORCPT": "DSN"}
+
+
+def text(raw):
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def accepted(reply):
+    return reply.startswith("2")
+
+
+class Recorder:
+    def __init__(self, path):
+        self.file = open(path, "a", encoding="ascii")
+        self.connections = 0
+
+    def write(self, record):
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+
+class Script:
+    def __init__(self, source):
+        script = json.loads(source)
+        self.get = script.get
+        replies = dict(script.get("replies") or {})
+        # Recipient triggers match case-insensitively, so key them in lower case.
+        self.replies = {
+            "RCPT:" + k[5:].lower() if k.upper().startswith("RCPT:") else k: v
+            for k, v in replies.items()}
+        self.greeting = self.replies.get(
+            "greeting", script.get("banner", "220 %s ESMTP smtpd.py" % HOSTNAME))
+        self.extensions = list(script.get("extensions", DEFAULT_EXTENSIONS))
+        self.keywords = {}
+        for line in self.extensions:
+            keyword, _, params = line.partition(" ")
+            self.keywords[keyword.upper()] = params
+        size = self.keywords.get("SIZE", "")
+        self.size_limit = int(size) if size.isdigit() else 0
+        self.close_after = script.get("close_after")
+
+    def reply(self, trigger, default):
+        return self.replies.get(trigger, default)
+
+
+class CommandReader:
+    """The command loop's view of the client stream: records each line.
+
+    Lines of any length are returned whole, so that the record is exact and
+    aiosmtpd's own length check answers "500 Command line too long".
+    """
+
+    def __init__(self, server, stream):
+        self.server = server
+        self.stream = stream
+
+    async def readuntil(self, separator=b"\n"):
+        line = bytearray()
+        while True:
+            try:
+                line += await self.stream.readuntil(separator)
+                break
+            except asyncio.LimitOverrunError as e:
+                line += await self.stream.read(e.consumed)
+        # StreamReader has no public way to ask whether more bytes are buffered.
+        self.server.command(bytes(line), bool(self.stream._buffer))
+        return bytes(line)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+class Handler:
+    """aiosmtpd hooks for the commands whose stock handling is kept."""
+
+    async def handle_RSET(self, server, session, envelope):
+        return server.script.reply("RSET", "250 2.0.0 Ok")
+
+    async def handle_NOOP(self, server, session, envelope, arg):
+        return server.script.reply("NOOP", "250 2.0.0 Ok")
+
+    async def handle_QUIT(self, server, session, envelope):
+        return server.script.reply("QUIT", "221 2.0.0 Bye")
+
+
+class ScriptedSMTP(SMTP):
+    def __init__(self, script, recorder, loop):
+        super().__init__(Handler(), hostname=HOSTNAME, loop=loop,
+                         data_size_limit=None,
+                         enable_SMTPUTF8="SMTPUTF8" in script.keywords)
+        # aiosmtpd shares this dict between connections and grows it per EHLO;
+        # MAIL and RCPT parameters may lengthen those lines (RFC 5321 4.5.3.1.4).
+        self.command_size_limits = collections.defaultdict(
+            lambda: self.command_size_limit,
+            MAIL=self.line_length_limit, RCPT=self.line_length_limit)
+        self.script = script
+        self.recorder = recorder
+        self.conn = None
+        self.verb = "greeting"
+
+    def record(self, kind, **fields):
+        self.recorder.write(dict(type=kind, conn=self.conn, **fields))
+
+    def connection_made(self, transport):
+        self.recorder.connections += 1
+        self.conn = self.recorder.connections
+        self.record("connect")
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
+    def connection_lost(self, error):
+        self.record("disconnect")
+        super().connection_lost(error)
+
+    def _client_connected_cb(self, reader, writer):
+        super()._client_connected_cb(CommandReader(self, reader), writer)
+        self.stream = reader
+
+    def command(self, line, pipelined):
+        if line.endswith(b"\r\n"):
+            line = line[:-2]
+        self.verb = text(line.split(b" ", 1)[0].upper())
+        self.record("command", line=text(line), pipelined=pipelined)
+
+    async def hang(self):
+        """Wait until the client goes away (aiosmtpd then cancels us)."""
+        await self.loop.create_future()
+
+    async def _handle_client(self):
+        script = self.script
+        try:
+            if script.get("close_on_connect"):
+                self.transport.close()
+                return
+            if script.get("silent"):
+                await self.hang()
+            await asyncio.sleep(script.get("greeting_delay", 0))
+        except asyncio.CancelledError:
+            self._writer.close()
+            raise
+        await super()._handle_client()
+
+    async def push(self, status):
+        if self.verb == "greeting":
+            # aiosmtpd's first reply is its own greeting; say ours instead.
+            status = self.script.greeting
+        await asyncio.sleep(self.script.get("reply_delay", 0))
+        data = status.encode("utf-8", "surrogateescape") + b"\r\n"
+        if self.script.get("split_replies"):
+            for i in range(len(data)):
+                self._writer.write(data[i:i + 1])
+                await self._writer.drain()
+                await asyncio.sleep(0.001)
+        else:
+            self._writer.write(data)
+            await self._writer.drain()
+        if self.verb == self.script.close_after:
+            self.transport.close()
+
+    def parse_path(self, arg, keyword, known):
+        """Split "FROM:<path> PARAMS" into (path, params) or return (None, reply)."""
+        syntax = "501 5.5.4 Syntax: %s<address> [parameters]" % keyword
+        if not arg or arg[:len(keyword)].upper() != keyword:
+            return None, syntax
+        arg = arg[len(keyword):].lstrip()
+        end = arg.find(">")
+        if not arg.startswith("<") or end < 0:
+            return None, syntax
+        params = arg[end + 1:].split()
+        if params and not self.session.extended_smtp:
+            return None, syntax
+        for param in params:
+            name, _, value = param.partition("=")
+            needs = known.get(name.upper())
+            if needs is None or needs not in self.script.keywords:
+                return None, "555 5.5.4 Unsupported parameter %s" % name
+            if name.upper() == "BODY" and value.upper() not in ("7BIT", "8BITMIME"):
+                return None, "501 5.5.4 Unsupported BODY type %s" % value
+        return arg[1:end], params
+
+    async def smtp_HELO(self, hostname):
+        if not hostname:
+            return await self.push("501 5.5.4 Syntax: HELO hostname")
+        reply = self.script.reply("HELO", "250 " + HOSTNAME)
+        if accepted(reply):
+            self._set_rset_state()
+            self.session.host_name = hostname
+            self.session.extended_smtp = False
+        await self.push(reply)
+
+    async def smtp_EHLO(self, hostname):
+        if not hostname:
+            return await self.push("501 5.5.4 Syntax: EHLO hostname")
+        script = self.script
+        mode = script.get("ehlo", "ok")
+        if mode == "endless" and "EHLO" not in script.replies:
+            return await self.endless_ehlo()
+        if mode == "refuse":
+            reply = "500 5.5.1 Command unrecognized"
+        else:
+            lines = [HOSTNAME] + script.extensions
+            if mode == "long_line":
+                # The line is "250-" plus this, ehlo_line_length bytes before CRLF.
+                length = script.get("ehlo_line_length", 5000)
+                lines.insert(1, ("X-LONG " + "x" * length)[:length - 4])
+            reply = "\r\n".join(["250-" + line for line in lines[:-1]]
+                                + ["250 " + lines[-1]])
+        reply = script.reply("EHLO", reply)
+        if accepted(reply):
+            self._set_rset_state()
+            self.session.host_name = hostname
+            self.session.extended_smtp = True
+        await self.push(reply)
+
+    async def endless_ehlo(self):
+        n = 0
+        while True:
+            self._writer.write(b"".join(
+                b"250-X-ENDLESS-%d\r\n" % i for i in range(n, n + 100)))
+            n += 100
+            await self._writer.drain()
+
+    async def smtp_MAIL(self, arg):
+        if await self.check_helo_needed():
+            return
+        if self.envelope.mail_from is not None:
+            return await self.push("503 5.5.1 Error: nested MAIL command")
+        address, params = self.parse_path(arg, "FROM:", MAIL_PARAMS)
+        if address is None:
+            return await self.push(params)
+        for param in params:
+            name, _, value = param.partition("=")
+            if (name.upper() == "SIZE" and value.isdigit()
+                    and self.script.size_limit
+                    and int(value) > self.script.size_limit):
+                return await self.push(
+                    "552 5.3.4 Message size exceeds fixed limit")
+        reply = self.script.reply("MAIL", "250 2.1.0 Ok")
+        if accepted(reply):
+            self.envelope.mail_from = address
+            self.envelope.mail_options = params
+        await self.push(reply)
+
+    async def smtp_RCPT(self, arg):
+        if await self.check_helo_needed():
+            return
+        if self.envelope.mail_from is None:
+            return await self.push("503 5.5.1 Error: need MAIL command")
+        address, params = self.parse_path(arg, "TO:", RCPT_PARAMS)
+        if address is None:
+            return await self.push(params)
+        script = self.script
+        reply = script.replies.get("RCPT:" + address.lower(),
+                                   script.reply("RCPT", "250 2.1.5 Ok"))
+        if accepted(reply):
+            self.envelope.rcpt_tos.append(address)
+            self.envelope.rcpt_options.append(params)
+        await self.push(reply)
+
+    async def smtp_DATA(self, arg):
+        if await self.check_helo_needed():
+            return
+        if self.envelope.mail_from is None:
+            return await self.push("503 5.5.1 Error: need MAIL command")
+        if not self.envelope.rcpt_tos:
+            return await self.push("554 5.5.1 Error: no valid recipients")
+        if arg:
+            return await self.push("501 5.5.4 Syntax: DATA")
+        reply = self.script.reply("DATA", "354 End data with <CR><LF>.<CR><LF>")
+        await self.push(reply)
+        if not reply.startswith("3"):
+            return
+        body = await self.receive_body()
+        if body is None:
+            return
+        wire, data = body
+        if self.script.get("no_reply_after") == "DATA_END":
+            await self.hang()
+        envelope = self.envelope
+        self._set_post_data_state()
+        if self.script.size_limit and len(data) > self.script.size_limit:
+            return await self.push("552 5.3.4 Message size exceeds fixed limit")
+        reply = self.script.reply(
+            "END", "250 2.0.0 Ok: queued as %s" % os.urandom(5).hex().upper())
+        if accepted(reply):
+            self.record(
+                "message", mail_from=envelope.mail_from,
+                mail_options=envelope.mail_options,
+                rcpt_tos=envelope.rcpt_tos, rcpt_options=envelope.rcpt_options,
+                data_b64=base64.b64encode(data).decode(),
+                wire_b64=base64.b64encode(wire).decode(),
+                ehlo=self.session.host_name)
+        await self.push(reply)
+
+    async def receive_body(self):
+        """Read up to CRLF.CRLF; return (wire, unstuffed data), or None if the
+        script closed the connection part-way.
+
+        Only CRLF ends a line: a bare LF or CR is data, so ".\\r\\n" after a
+        bare LF does not end the message, as in RFC 5321 2.3.8.
+        """
+        wire = bytearray()
+        data = bytearray()
+        line_start = True
+        mid_data = self.script.close_after == "mid_data"
+        limit = self.script.get("close_after_bytes", 100)
+        while True:
+            try:
+                piece = await self.stream.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as e:
+                piece = await self.stream.read(e.consumed)
+            wire += piece
+            if line_start and piece == b".\r\n":
+                return bytes(wire), bytes(data)
+            if line_start and piece.startswith(b"."):
+                piece = piece[1:]
+            data += piece
+            line_start = piece.endswith(b"\r\n")
+            if mid_data and len(wire) >= limit:
+                self.transport.close()
+                return None
+
+
+def watch_stdout(loop, orphan_files):
+    """Exit once nobody reads our stdout pipe any more, removing orphan_files.
+
+    epoll reports an error on a pipe's write end when its last reader has
+    closed it, and asyncio hands that to a reader callback.
+    """
+    def orphaned():
+        for path in orphan_files:
+            os.remove(path)
+        os._exit(0)
+    fd = sys.stdout.fileno()
+    if stat.S_ISFIFO(os.fstat(fd).st_mode):
+        loop.add_reader(fd, orphaned)
+
+
+def ignore_disconnects(loop, context):
+    # A client hanging up mid-reply is routine here, not worth a traceback.
+    if not isinstance(context.get("exception"), (ConnectionError, asyncio.CancelledError)):
+        loop.default_exception_handler(context)
+
+
+async def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--script", default="{}", help="JSON script")
+    parser.add_argument("--record", required=True, help="file to append records to")
+    parser.add_argument("--temporary", action="store_true",
+                        help="remove the record file when exiting for want of a reader")
+    args = parser.parse_args()
+    script = Script(args.script)
+    recorder = Recorder(args.record)
+    logging.getLogger("mail.log").setLevel(logging.CRITICAL)
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(ignore_disconnects)
+    server = await loop.create_server(
+        lambda: ScriptedSMTP(script, recorder, loop), args.host, 0)
+    port = server.sockets[0].getsockname()[1]
+    print("PORT %d PID %d" % (port, os.getpid()), flush=True)
+    watch_stdout(loop, [args.record] if args.temporary else [])
+    await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
