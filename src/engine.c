@@ -7,12 +7,16 @@
 #include <stdio.h>
 #include <string.h>
 
-enum phase { PH_GREETING, PH_EHLO, PH_READY, PH_CLOSED };
+enum phase {
+  PH_GREETING, PH_EHLO, PH_STARTTLS, /* STARTTLS sent */
+  PH_TLS,                            /* 220 came: the caller runs the handshake */
+  PH_READY, PH_CLOSED
+};
 
 /* What a pending reply answers. */
 enum cmd {
-  CMD_GREETING, CMD_EHLO, CMD_HELO, CMD_MAIL, CMD_RCPT, CMD_DATA, CMD_END,
-  CMD_RSET, CMD_NOOP, CMD_QUIT
+  CMD_GREETING, CMD_EHLO, CMD_HELO, CMD_STARTTLS, CMD_MAIL, CMD_RCPT, CMD_DATA,
+  CMD_END, CMD_RSET, CMD_NOOP, CMD_QUIT
 };
 
 /* Where the current transaction stands. */
@@ -47,6 +51,7 @@ static smtp_stage stage_of(int cmd) {
   switch (cmd) {
     case CMD_GREETING: return SMTP_STAGE_GREETING;
     case CMD_EHLO: case CMD_HELO: return SMTP_STAGE_EHLO;
+    case CMD_STARTTLS: return SMTP_STAGE_STARTTLS;
     case CMD_RCPT: return SMTP_STAGE_RCPT;
     case CMD_DATA: case CMD_END: return SMTP_STAGE_DATA;
     case CMD_QUIT: return SMTP_STAGE_QUIT;
@@ -58,6 +63,7 @@ static smtp_stage current_stage(const smtp_engine *e) {
   if (e->pend_count > 0) return stage_of(e->pend[e->pend_head].cmd);
   if (e->phase == PH_GREETING) return SMTP_STAGE_GREETING;
   if (e->phase == PH_EHLO) return SMTP_STAGE_EHLO;
+  if (e->phase == PH_STARTTLS || e->phase == PH_TLS) return SMTP_STAGE_STARTTLS;
   if (e->txn == TXN_BODY) return SMTP_STAGE_DATA;
   return SMTP_STAGE_MAIL;
 }
@@ -85,8 +91,13 @@ static void fail_reply(smtp_engine *e, smtp_error_kind kind, smtp_stage stage) {
     if (*p == '\n') *p = ' ';
 }
 
-void smtp_engine_fail(smtp_engine *e, smtp_error_kind kind, const char *message) {
-  fail(e, kind, current_stage(e), message);
+smtp_stage smtp_engine_stage(const smtp_engine *e) {
+  return current_stage(e);
+}
+
+void smtp_engine_fail(smtp_engine *e, smtp_error_kind kind, smtp_stage stage,
+                      const char *message) {
+  fail(e, kind, stage, message);
 }
 
 /* ---- output ---- */
@@ -240,6 +251,22 @@ static void txn_fail(smtp_engine *e) {
   }
 }
 
+/* After a successful EHLO or HELO: STARTTLS first when it is wanted. */
+static void after_hello(smtp_engine *e) {
+  if (!e->tls_done && (e->opts & (SMTP_OPT_STARTTLS | SMTP_OPT_STARTTLS_TRY))) {
+    if (e->caps.ext & SMTP_EXT_STARTTLS) {
+      e->phase = PH_STARTTLS;
+      (void)queue(e, CMD_STARTTLS, 0, "STARTTLS");
+      return;
+    }
+    if (e->opts & SMTP_OPT_STARTTLS) {
+      fail(e, SMTP_ERR_TLS, SMTP_STAGE_STARTTLS, "the server does not offer STARTTLS");
+      return;
+    }
+  }
+  e->phase = PH_READY;
+}
+
 static void on_reply(smtp_engine *e) {
   smtp_pending p = e->pend[e->pend_head];
   int code = e->reply.code, ok = code / 100 == 2;
@@ -258,22 +285,38 @@ static void on_reply(smtp_engine *e) {
       (void)queue_helo(e, CMD_EHLO, "EHLO ");
       break;
     case CMD_EHLO:
-      if (ok) {
-        parse_caps(e);
-        e->phase = PH_READY;
-      } else if (code / 100 == 5) {
-        (void)queue_helo(e, CMD_HELO, "HELO ");
-      } else {
+      if (!ok && code / 100 != 5) {
         fail_reply(e, SMTP_ERR_REJECTED, SMTP_STAGE_EHLO);
         return;
       }
       emit(e, SMTP_EV_EHLO, 0);
+      if (!ok) {
+        (void)queue_helo(e, CMD_HELO, "HELO ");
+        break;
+      }
+      parse_caps(e);
+      after_hello(e);
       break;
     case CMD_HELO:
       if (!ok) { fail_reply(e, SMTP_ERR_REJECTED, SMTP_STAGE_EHLO); return; }
-      memset(&e->caps, 0, sizeof e->caps);
-      e->phase = PH_READY;
       emit(e, SMTP_EV_HELO, 0);
+      memset(&e->caps, 0, sizeof e->caps);
+      after_hello(e);
+      break;
+    case CMD_STARTTLS:
+      emit(e, SMTP_EV_STARTTLS, 0);
+      if (code != 220 && (e->opts & SMTP_OPT_STARTTLS)) {
+        fail_reply(e, SMTP_ERR_TLS, SMTP_STAGE_STARTTLS);
+      } else if (code != 220) {
+        e->phase = PH_READY;   /* opportunistic: go on in plaintext */
+      } else if (e->in_off < e->in_len) {
+        /* Bytes behind the 220 were sent before the handshake: an
+         * attacker's, to be read as if they came over TLS (CVE-2011-0411). */
+        fail(e, SMTP_ERR_TLS, SMTP_STAGE_STARTTLS,
+             "the server sent data after its 220 to STARTTLS (response injection?)");
+      } else {
+        e->phase = PH_TLS;
+      }
       break;
     case CMD_MAIL:
       emit(e, SMTP_EV_MAIL, 0);
@@ -371,6 +414,7 @@ unsigned smtp_engine_state(const smtp_engine *e) {
   if (e->phase == PH_CLOSED) return SMTP_CLOSED | (e->has_event ? SMTP_EVENT : 0);
   if (e->out_off < e->out_len) s |= SMTP_SENDREC;
   if (e->has_event) return s | SMTP_EVENT;
+  if (e->phase == PH_TLS) return s | SMTP_STARTTLS;
   if (e->pend_count > 0 && e->in_len < SMTP_IN_SIZE) s |= SMTP_RECVREC;
   if (e->txn == TXN_BODY) s |= SMTP_SENDAPP;
   if (e->phase == PH_READY && e->pend_count == 0 &&
@@ -529,6 +573,15 @@ static int simple(smtp_engine *e, int cmd, const char *line) {
 
 int smtp_engine_noop(smtp_engine *e) { return simple(e, CMD_NOOP, "NOOP"); }
 int smtp_engine_quit(smtp_engine *e) { return simple(e, CMD_QUIT, "QUIT"); }
+
+int smtp_engine_tls_ready(smtp_engine *e) {
+  if (e->phase != PH_TLS || e->has_event) return SMTP_ESTATE;
+  /* RFC 3207 4.2: forget what was learnt in plaintext and ask again. */
+  memset(&e->caps, 0, sizeof e->caps);
+  e->tls_done = 1;
+  e->phase = PH_EHLO;
+  return queue_helo(e, CMD_EHLO, "EHLO ");
+}
 
 const smtp_caps *smtp_engine_caps(const smtp_engine *e) { return &e->caps; }
 

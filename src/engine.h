@@ -7,7 +7,8 @@
  * _buf/_ack pairs that lend the caller a buffer.
  *
  * Life of a session (see engine.md for the transition table):
- *   init -> wait for the greeting -> EHLO (HELO when EHLO is refused) -> IDLE
+ *   init -> wait for the greeting -> EHLO (HELO when EHLO is refused)
+ *   [-> STARTTLS -> SMTP_STARTTLS: the caller runs TLS -> EHLO] -> IDLE
  *   then, per message:
  *   smtp_engine_mail, smtp_engine_rcpt..., smtp_engine_data
  *     -> SENDAPP: smtp_engine_body..., smtp_engine_body_end -> IDLE
@@ -42,6 +43,8 @@
 #define SMTP_EVENT    0x08u  /* an event is ready: smtp_engine_event */
 #define SMTP_SENDAPP  0x10u  /* DATA phase: smtp_engine_body accepts message bytes */
 #define SMTP_IDLE     0x20u  /* ready: a new transaction may start */
+#define SMTP_STARTTLS 0x40u  /* the server said 220 to STARTTLS: run the TLS
+                                handshake, then call smtp_engine_tls_ready */
 
 #define SMTP_IN_SIZE   4096u    /* input buffer */
 #define SMTP_OUT_SIZE  32768u   /* output buffer: commands and body bytes */
@@ -84,6 +87,7 @@ typedef enum {
   SMTP_EV_GREETING = 1, /* 220 banner */
   SMTP_EV_EHLO,         /* reply to EHLO (2xx: capabilities parsed; else HELO follows) */
   SMTP_EV_HELO,         /* reply to HELO, after EHLO was refused */
+  SMTP_EV_STARTTLS,     /* reply to STARTTLS */
   SMTP_EV_MAIL,         /* reply to MAIL FROM */
   SMTP_EV_RCPT,         /* reply to RCPT TO; index = the recipient's ordinal from 0 */
   SMTP_EV_DATA,         /* reply to DATA (354 = body wanted) */
@@ -118,6 +122,8 @@ typedef struct {
 
 /* Options for smtp_engine_init. */
 #define SMTP_OPT_NO_PIPELINING 0x01u  /* never pipeline, even when offered */
+#define SMTP_OPT_STARTTLS      0x02u  /* STARTTLS after EHLO; fail without it */
+#define SMTP_OPT_STARTTLS_TRY  0x04u  /* STARTTLS when offered, else plaintext */
 
 typedef struct {
   unsigned char cmd;       /* a command kind, private */
@@ -152,6 +158,7 @@ typedef struct smtp_engine {
   unsigned rcpt_sent, rcpt_ok;
   int mail_ok;
   int body_bol, body_cr;   /* dot-stuffer: at beginning of line; a CR pending */
+  int tls_done;            /* STARTTLS completed */
 } smtp_engine;
 
 /* Prepare e for a new session.  helo is the name for EHLO/HELO (no CR, LF,
@@ -213,9 +220,19 @@ const smtp_caps *smtp_engine_caps(const smtp_engine *e);
 /* Why the session closed; kind SMTP_ERR_NONE while open or after QUIT. */
 const smtp_error *smtp_engine_last_error(const smtp_engine *e);
 
+/* The handshake after STARTTLS succeeded: the engine forgets the
+ * capabilities learnt in plaintext and sends EHLO again.  Only while
+ * SMTP_STARTTLS is set.  Bytes the transport delivers from now on MUST be
+ * the decrypted stream. */
+int smtp_engine_tls_ready(smtp_engine *e);
+
+/* The stage the session is in, for errors raised outside the engine. */
+smtp_stage smtp_engine_stage(const smtp_engine *e);
+
 /* Close the session with an error from outside the engine (the transport
- * timed out, for instance).  The first error stays. */
-void smtp_engine_fail(smtp_engine *e, smtp_error_kind kind, const char *message);
+ * timed out, the TLS handshake failed).  The first error stays. */
+void smtp_engine_fail(smtp_engine *e, smtp_error_kind kind, smtp_stage stage,
+                      const char *message);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

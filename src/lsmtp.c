@@ -109,7 +109,7 @@ static int engine_eof(lua_State *L) {
 }
 
 static const char *const event_names[] = {
-  "?", "greeting", "ehlo", "helo", "mail", "rcpt", "data", "message", "rset",
+  "?", "greeting", "ehlo", "helo", "starttls", "mail", "rcpt", "data", "message", "rset",
   "noop", "quit"
 };
 
@@ -213,7 +213,7 @@ static const char *const kind_options[] = {
 static int engine_fail(lua_State *L) {
   smtp_engine *e = check_engine(L);
   int kind = luaL_checkoption(L, 2, NULL, kind_options);
-  smtp_engine_fail(e, (smtp_error_kind)kind, luaL_checkstring(L, 3));
+  smtp_engine_fail(e, (smtp_error_kind)kind, smtp_engine_stage(e), luaL_checkstring(L, 3));
   return 0;
 }
 

@@ -41,7 +41,7 @@ static session S;               /* ~300 KiB: not on the stack */
 static const char *event_name(smtp_event_kind k)
 {
   static const char *const names[] = {
-    "?", "greeting", "ehlo", "helo", "mail", "rcpt", "data", "message",
+    "?", "greeting", "ehlo", "helo", "starttls", "mail", "rcpt", "data", "message",
     "rset", "noop", "quit"
   };
   return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
@@ -368,7 +368,7 @@ static void t_greeting_rejected(session *s)
   CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_ESTATE);
   CHECK_INT(smtp_engine_quit(&s->e), SMTP_ESTATE);
   smtp_engine_recv_eof(&s->e);
-  smtp_engine_fail(&s->e, SMTP_ERR_TIMEOUT, "late");
+  smtp_engine_fail(&s->e, SMTP_ERR_TIMEOUT, smtp_engine_stage(&s->e), "late");
   expect_state(s, SMTP_CLOSED);
   expect_error(s, SMTP_ERR_REJECTED, SMTP_STAGE_GREETING, 554);
 }
@@ -1028,11 +1028,11 @@ static void t_fail(session *s)
 {
   start(s, 0);
   server(s, "220 mx\r\n");
-  smtp_engine_fail(&s->e, SMTP_ERR_TIMEOUT, "no reply in 30 s");
+  smtp_engine_fail(&s->e, SMTP_ERR_TIMEOUT, smtp_engine_stage(&s->e), "no reply in 30 s");
   expect_state(s, SMTP_CLOSED);
   expect_error(s, SMTP_ERR_TIMEOUT, SMTP_STAGE_EHLO, 0);
   CHECK_STR(smtp_engine_last_error(&s->e)->message, "no reply in 30 s");
-  smtp_engine_fail(&s->e, SMTP_ERR_TLS, "second");   /* the first stays */
+  smtp_engine_fail(&s->e, SMTP_ERR_TLS, smtp_engine_stage(&s->e), "second");   /* the first stays */
   smtp_engine_recv_eof(&s->e);
   expect_error(s, SMTP_ERR_TIMEOUT, SMTP_STAGE_EHLO, 0);
 
@@ -1040,7 +1040,7 @@ static void t_fail(session *s)
   ready(s, 0, EHLO_LOCK);
   CHECK_INT(smtp_engine_quit(&s->e), SMTP_OK);
   server(s, "221 bye\r\n");
-  smtp_engine_fail(&s->e, SMTP_ERR_TIMEOUT, "late");
+  smtp_engine_fail(&s->e, SMTP_ERR_TIMEOUT, smtp_engine_stage(&s->e), "late");
   expect_error(s, SMTP_ERR_NONE, SMTP_STAGE_CONNECT, 0);
 }
 
