@@ -11,15 +11,17 @@ BUSTED ?= /usr/bin/busted
 POSTFIX_DIR ?= $(CURDIR)/.test/postfix
 POSTFIX_PORT ?= 2525
 
-CORE_SRC = src/lsmtp.c src/engine.c src/reply.c src/net.c
-CORE_HDR = src/compat.h src/engine.h src/reply.h src/net.h
+CORE_SRC = src/lsmtp.c src/wire.c src/tls.c src/engine.c src/reply.c src/net.c
+CORE_HDR = src/compat.h src/wire.h src/tls.h src/engine.h src/reply.h src/net.h
+MBEDTLS_INC ?=
+MBEDTLS_LIBS ?= -lmbedtls -lmbedx509 -lmbedcrypto
 
 .PHONY: all deps demo test spec check lint werror asan clean
 all: $(BUILD)/smtp/core.so
 
 $(BUILD)/smtp/core.so: $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(@D)
-	$(CC) $(STD) $(WARN) $(CFLAGS) -fPIC -shared -I$(LUA_INC) -o $@ $(CORE_SRC) $(LDFLAGS)
+	$(CC) $(STD) $(WARN) $(CFLAGS) -fPIC -shared -I$(LUA_INC) $(MBEDTLS_INC) -o $@ $(CORE_SRC) $(LDFLAGS) $(MBEDTLS_LIBS)
 
 deps:
 	@scripts/deps.sh

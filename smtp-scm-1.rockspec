@@ -15,7 +15,7 @@ dependencies = {
   "lua >= 5.1, < 5.5",
 }
 external_dependencies = {
-  MBEDTLS = { header = "mbedtls/ssl.h" },
+  MBEDTLS = { header = "mbedtls/ssl.h", library = "mbedtls" },
 }
 build = {
   type = "builtin",
@@ -27,8 +27,11 @@ build = {
     ["smtp.session"] = "lua/smtp/session.lua",
     ["smtp.errors"] = "lua/smtp/errors.lua",
     ["smtp.core"] = {
-      sources = { "src/lsmtp.c", "src/engine.c", "src/reply.c", "src/net.c" },
+      sources = { "src/lsmtp.c", "src/wire.c", "src/tls.c", "src/engine.c", "src/reply.c", "src/net.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
+      libraries = { "mbedtls", "mbedx509", "mbedcrypto" },
+      incdirs = { "$(MBEDTLS_INCDIR)" },
+      libdirs = { "$(MBEDTLS_LIBDIR)" },
     },
   },
 }

@@ -29,13 +29,13 @@
 #ifndef SMTP_ENGINE_H
 #define SMTP_ENGINE_H
 
+#include <stddef.h>
+#include "reply.h"
+
 /* Internal to the module whatever the build system: only luaopen_* is public. */
 #if defined(__GNUC__)
 #pragma GCC visibility push(hidden)
 #endif
-
-#include <stddef.h>
-#include "reply.h"
 
 #define SMTP_CLOSED   0x01u  /* finished or failed; see smtp_engine_last_error */
 #define SMTP_SENDREC  0x02u  /* bytes ready for the transport (takes precedence) */

@@ -1,24 +1,29 @@
 /*
  * lsmtp.c -- the Lua binding: the only C file that knows Lua.
  *
- * smtp.core exposes two userdata types: an engine (the sans-IO SMTP state
- * machine) and a tcp socket (the built-in transport).  The Lua driver in
- * lua/smtp/session.lua moves bytes between them.  Misuse raises; network
- * failures return nil, kind, message.
+ * smtp.core exposes two userdata types: a wire (the sans-IO SMTP engine
+ * behind its TLS filter) and a tcp socket (the built-in transport).  The
+ * Lua driver in lua/smtp/session.lua moves bytes between them.  Misuse
+ * raises; network failures return nil, kind, message.
  */
 #include <string.h>
 
 #include "compat.h"
-#include "engine.h"
 #include "net.h"
+#include "wire.h"
 
-#define ENGINE_MT "smtp.engine"
+#define WIRE_MT "smtp.wire"
 #define TCP_MT "smtp.tcp"
 
-/* ---- engine ---- */
+/* ---- wire and engine ---- */
+
+static smtp_wire *check_wire(lua_State *L) {
+  smtp_wire *w = (smtp_wire *)luaL_checkudata(L, 1, WIRE_MT);
+  return w;
+}
 
 static smtp_engine *check_engine(lua_State *L) {
-  return (smtp_engine *)luaL_checkudata(L, 1, ENGINE_MT);
+  return &check_wire(L)->engine;
 }
 
 /* A string argument that may not hold NUL (C sees only up to it). */
@@ -41,19 +46,82 @@ static int result(lua_State *L, int r, const char *what) {
   }
 }
 
-static int engine_new(lua_State *L) {
+static const char *opt_string(lua_State *L, int t, const char *key) {
+  const char *s;
+  lua_getfield(L, t, key);
+  s = lua_tostring(L, -1);   /* the table keeps it alive */
+  lua_pop(L, 1);
+  return s;
+}
+
+static int opt_int(lua_State *L, int t, const char *key) {
+  int v;
+  lua_getfield(L, t, key);
+  v = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* wire(helo, pipelining, tls) -> wire | nil, "tls", message
+ * tls: nil, or { mode, min, max, verify, cafile, capath, certificate, key,
+ * servername, pin (32 raw bytes) } as lua/smtp/options.lua made it. */
+static int wire_new(lua_State *L) {
   const char *helo = check_arg(L, 1);
   unsigned opts = lua_toboolean(L, 2) ? 0 : SMTP_OPT_NO_PIPELINING;
-  smtp_engine *e = (smtp_engine *)compat_newuserdata(L, sizeof *e);
-  if (smtp_engine_init(e, helo, opts) != SMTP_OK)
+  smtp_tls_options o;
+  unsigned char ip[16];
+  const char *mode = NULL;
+  size_t pin_len = 0;
+  smtp_wire *w;
+  int r;
+  memset(&o, 0, sizeof o);
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    mode = opt_string(L, 3, "mode");
+    o.min_version = opt_int(L, 3, "min");
+    o.max_version = opt_int(L, 3, "max");
+    lua_getfield(L, 3, "verify");
+    o.verify = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    o.cafile = opt_string(L, 3, "cafile");
+    o.capath = opt_string(L, 3, "capath");
+    o.certificate = opt_string(L, 3, "certificate");
+    o.key = opt_string(L, 3, "key");
+    o.servername = opt_string(L, 3, "servername");
+    luaL_argcheck(L, mode && o.servername, 3, "mode and servername are required");
+    o.ip_len = smtp_net_ip(o.servername, ip);
+    o.ip = o.ip_len ? ip : NULL;
+    lua_getfield(L, 3, "pin");
+    o.pin = (const unsigned char *)lua_tolstring(L, -1, &pin_len);
+    luaL_argcheck(L, o.pin == NULL || pin_len == 32, 3, "pin must be 32 bytes");
+    lua_pop(L, 1);
+    if (strcmp(mode, "explicit") == 0) opts |= SMTP_OPT_STARTTLS;
+    else if (strcmp(mode, "opportunistic") == 0) opts |= SMTP_OPT_STARTTLS_TRY;
+  }
+  w = (smtp_wire *)compat_newuserdata(L, sizeof *w);
+  memset(w, 0, sizeof *w);
+  luaL_setmetatable(L, WIRE_MT);
+  r = smtp_wire_init(w, helo, opts, mode ? &o : NULL, mode && strcmp(mode, "implicit") == 0);
+  if (r == SMTP_EINVAL)
     return luaL_argerror(L, 1, "EHLO name must be 1-255 printable characters without spaces");
-  luaL_setmetatable(L, ENGINE_MT);
+  if (r != SMTP_OK) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "tls");
+    lua_pushstring(L, smtp_tls_error(&w->tls));
+    smtp_wire_free(w);
+    return 3;
+  }
   return 1;
+}
+
+static int wire_free(lua_State *L) {
+  smtp_wire_free(check_wire(L));
+  return 0;
 }
 
 /* The one thing the driver should do next, by priority. */
 static int engine_action(lua_State *L) {
-  unsigned s = smtp_engine_state(check_engine(L));
+  unsigned s = smtp_wire_step(check_wire(L));
   const char *a;
   if (s & SMTP_SENDREC) a = "write";
   else if (s & SMTP_EVENT) a = "event";
@@ -67,44 +135,45 @@ static int engine_action(lua_State *L) {
 }
 
 static int engine_output(lua_State *L) {
-  size_t len;
-  const unsigned char *p = smtp_engine_sendrec_buf(check_engine(L), &len);
+  smtp_wire *w = check_wire(L);
+  size_t len = 0;
+  const unsigned char *p = NULL;
+  if (smtp_wire_step(w) & SMTP_SENDREC) p = smtp_wire_send_buf(w, &len);
   lua_pushlstring(L, (const char *)p, len);
   return 1;
 }
 
 static int engine_sent(lua_State *L) {
-  smtp_engine *e = check_engine(L);
-  size_t len, n = (size_t)luaL_checkinteger(L, 2);
-  smtp_engine_sendrec_buf(e, &len);
-  luaL_argcheck(L, n > 0 && n <= len && (smtp_engine_state(e) & SMTP_SENDREC), 2,
-                "more than the engine offered");
-  smtp_engine_sendrec_ack(e, n);
+  smtp_wire *w = check_wire(L);
+  size_t len = 0, n = (size_t)luaL_checkinteger(L, 2);
+  if (smtp_wire_step(w) & SMTP_SENDREC) smtp_wire_send_buf(w, &len);
+  luaL_argcheck(L, n > 0 && n <= len, 2, "more than the wire offered");
+  smtp_wire_send_ack(w, n);
   return 0;
 }
 
 static int engine_room(lua_State *L) {
-  smtp_engine *e = check_engine(L);
+  smtp_wire *w = check_wire(L);
   size_t len = 0;
-  if (smtp_engine_state(e) & SMTP_RECVREC) smtp_engine_recvrec_buf(e, &len);
+  if (smtp_wire_step(w) & SMTP_RECVREC) smtp_wire_recv_buf(w, &len);
   lua_pushinteger(L, (lua_Integer)len);
   return 1;
 }
 
 static int engine_feed(lua_State *L) {
-  smtp_engine *e = check_engine(L);
+  smtp_wire *w = check_wire(L);
   size_t len, room = 0;
   const char *s = luaL_checklstring(L, 2, &len);
   unsigned char *buf = NULL;
-  if (smtp_engine_state(e) & SMTP_RECVREC) buf = smtp_engine_recvrec_buf(e, &room);
-  luaL_argcheck(L, len > 0 && len <= room, 2, "more than the engine has room for");
+  if (smtp_wire_step(w) & SMTP_RECVREC) buf = smtp_wire_recv_buf(w, &room);
+  luaL_argcheck(L, len > 0 && len <= room, 2, "more than the wire has room for");
   memcpy(buf, s, len);
-  smtp_engine_recvrec_ack(e, len);
+  smtp_wire_recv_ack(w, len);
   return 0;
 }
 
 static int engine_eof(lua_State *L) {
-  smtp_engine_recv_eof(check_engine(L));
+  smtp_wire_recv_eof(check_wire(L));
   return 0;
 }
 
@@ -217,7 +286,87 @@ static int engine_fail(lua_State *L) {
   return 0;
 }
 
+static void push_x509_name(lua_State *L, const mbedtls_x509_name *name) {
+  char buf[512];
+  int n = mbedtls_x509_dn_gets(buf, sizeof buf, name);
+  lua_pushstring(L, n > 0 ? buf : "");
+}
+
+static void push_x509_time(lua_State *L, const mbedtls_x509_time *t) {
+  lua_pushfstring(L, "%d-%s%d-%s%d %s%d:%s%d:%s%dZ", t->year, t->mon < 10 ? "0" : "", t->mon,
+                  t->day < 10 ? "0" : "", t->day, t->hour < 10 ? "0" : "", t->hour,
+                  t->min < 10 ? "0" : "", t->min, t->sec < 10 ? "0" : "", t->sec);
+}
+
+/* The DNS names and IP addresses the certificate is for. */
+static void push_sans(lua_State *L, const mbedtls_x509_crt *c) {
+  const mbedtls_x509_sequence *s;
+  int i = 0;
+  lua_newtable(L);
+  for (s = &c->subject_alt_names; s != NULL && s->buf.p != NULL; s = s->next) {
+    unsigned tag = (unsigned)s->buf.tag & 0x1fu;
+    if (tag == 2) {
+      lua_pushlstring(L, (const char *)s->buf.p, s->buf.len);
+    } else if (tag == 7 && s->buf.len == 4) {
+      const unsigned char *a = s->buf.p;
+      lua_pushfstring(L, "%d.%d.%d.%d", a[0], a[1], a[2], a[3]);
+    } else if (tag == 7 && s->buf.len == 16) {
+      char hex[40];
+      size_t j, o = 0;
+      for (j = 0; j < 16; j += 2)
+        o += (size_t)snprintf(hex + o, sizeof hex - o, j ? ":%x" : "%x",
+                              (s->buf.p[j] << 8) | s->buf.p[j + 1]);
+      lua_pushstring(L, hex);
+    } else {
+      continue;
+    }
+    lua_rawseti(L, -2, ++i);
+  }
+}
+
+/* nil before a TLS handshake; else { version, cipher, library, problems,
+ * certificate = { subject, issuer, valid_from, valid_to, names } }, also
+ * after the certificate was refused, to say which one it was. */
+static int wire_tls(lua_State *L) {
+  smtp_wire *w = check_wire(L);
+  const char *problems[16];
+  const mbedtls_x509_crt *peer;
+  size_t i, n;
+  if (!w->has_tls || !smtp_tls_handshaken(&w->tls)) return 0;
+  lua_newtable(L);
+  lua_pushstring(L, smtp_tls_version(&w->tls));
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, smtp_tls_cipher(&w->tls));
+  lua_setfield(L, -2, "cipher");
+  lua_pushstring(L, smtp_tls_library());
+  lua_setfield(L, -2, "library");
+  n = smtp_tls_problems(&w->tls, problems, sizeof problems / sizeof *problems);
+  lua_newtable(L);
+  for (i = 0; i < n; i++) {
+    lua_pushstring(L, problems[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  lua_setfield(L, -2, "problems");
+  peer = smtp_tls_peer(&w->tls);
+  if (peer) {
+    lua_newtable(L);
+    push_x509_name(L, &peer->subject);
+    lua_setfield(L, -2, "subject");
+    push_x509_name(L, &peer->issuer);
+    lua_setfield(L, -2, "issuer");
+    push_x509_time(L, &peer->valid_from);
+    lua_setfield(L, -2, "valid_from");
+    push_x509_time(L, &peer->valid_to);
+    lua_setfield(L, -2, "valid_to");
+    push_sans(L, peer);
+    lua_setfield(L, -2, "names");
+    lua_setfield(L, -2, "certificate");
+  }
+  return 1;
+}
+
 static const luaL_Reg engine_methods[] = {
+  { "tls", wire_tls }, { "free", wire_free },
   { "action", engine_action }, { "output", engine_output }, { "sent", engine_sent },
   { "room", engine_room }, { "feed", engine_feed }, { "eof", engine_eof },
   { "event", engine_event }, { "mail", engine_mail }, { "rcpt", engine_rcpt },
@@ -339,14 +488,18 @@ static int core_clock(lua_State *L) {
 }
 
 static const luaL_Reg functions[] = {
-  { "engine", engine_new }, { "connect", tcp_connect }, { "clock", core_clock },
+  { "wire", wire_new }, { "connect", tcp_connect }, { "clock", core_clock },
   { NULL, NULL }
 };
 
 SMTP_EXPORT int luaopen_smtp_core(lua_State *L);
 
 SMTP_EXPORT int luaopen_smtp_core(lua_State *L) {
-  new_class(L, ENGINE_MT, engine_methods);
+  new_class(L, WIRE_MT, engine_methods);
+  luaL_getmetatable(L, WIRE_MT);
+  lua_pushcfunction(L, wire_free);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   new_class(L, TCP_MT, tcp_methods);
   luaL_getmetatable(L, TCP_MT);
   lua_pushcfunction(L, tcp_close);

@@ -56,6 +56,12 @@ static int wait_fd(int fd, short events, long long deadline) {
   }
 }
 
+size_t smtp_net_ip(const char *s, unsigned char out[16]) {
+  if (inet_pton(AF_INET, s, out) == 1) return 4;
+  if (inet_pton(AF_INET6, s, out) == 1) return 16;
+  return 0;
+}
+
 void smtp_net_init(smtp_net *n) {
   memset(n, 0, sizeof *n);
   n->fd = -1;

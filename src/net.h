@@ -11,12 +11,12 @@
 #ifndef SMTP_NET_H
 #define SMTP_NET_H
 
+#include <stddef.h>
+
 /* Internal to the module whatever the build system: only luaopen_* is public. */
 #if defined(__GNUC__)
 #pragma GCC visibility push(hidden)
 #endif
-
-#include <stddef.h>
 
 typedef struct {
   int fd;                /* -1 when closed */
@@ -41,6 +41,10 @@ int smtp_net_read(smtp_net *n, void *buf, size_t len, int timeout_ms,
 /* Write all len bytes; each wait for the peer at most timeout_ms. */
 int smtp_net_write(smtp_net *n, const void *buf, size_t len, int timeout_ms,
                    char *msg, size_t msglen);
+
+/* The address s as bytes, when it is an IPv4 or IPv6 literal: returns 4
+ * or 16, else 0. */
+size_t smtp_net_ip(const char *s, unsigned char out[16]);
 
 /* Microseconds on a monotonic clock, for deadlines and timings. */
 long long smtp_net_now_us(void);

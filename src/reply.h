@@ -12,12 +12,12 @@
 #ifndef SMTP_REPLY_H
 #define SMTP_REPLY_H
 
+#include <stddef.h>
+
 /* Internal to the module whatever the build system: only luaopen_* is public. */
 #if defined(__GNUC__)
 #pragma GCC visibility push(hidden)
 #endif
-
-#include <stddef.h>
 
 #define SMTP_REPLY_LINE_MAX  2048u   /* octets of one line, CRLF excluded */
 #define SMTP_REPLY_LINES_MAX 128u    /* lines in one reply */

@@ -26,6 +26,19 @@ end
 -- first entry whose fields all match wins.
 local hints = {
   { kind = "dns", hint = "check the server name (address); it could not be resolved" },
+  { kind = "tls", find = "plaintext", hint = "this port speaks plaintext SMTP first: use tls.mode = \"explicit\" "
+      .. "(STARTTLS), usually on port 587 or 25; implicit TLS is usually port 465" },
+  { kind = "tls", find = "does not offer STARTTLS",
+    hint = "the server has no STARTTLS on this port, or something on the way removes it: try port 465 with "
+      .. "tls.mode = \"implicit\"; send in plaintext only if you must (tls.protocol = \"none\")" },
+  { kind = "tls", find = "injection", hint = "something between you and the server may be tampering with the "
+      .. "connection; do not retry over this network" },
+  { kind = "tls", find = "is not available in the linked mbedTLS",
+    hint = "choose tls.versions the linked mbedTLS supports (TLS 1.3 needs mbedTLS 3)" },
+  { kind = "tls", find = "tls.pin", hint = "the server's key changed, or something is intercepting the connection: "
+      .. "check the new key before updating tls.pin" },
+  { kind = "tls", find = "cafile", hint = "point tls.cafile at a PEM file of trusted CA certificates" },
+  { kind = "tls", stage = "starttls", code = 454, hint = "the server cannot start TLS right now: try again later" },
   { kind = "connect", hint = "check address and port, and that the server is up and reachable" },
   { kind = "timeout", stage = "greeting",
     hint = "the server accepted the connection but said nothing: a server that speaks TLS at once "
@@ -55,7 +68,8 @@ local function hint_for(e)
   for _, h in ipairs(hints) do
     if (h.kind == nil or h.kind == e.kind) and (h.stage == nil or h.stage == e.stage)
       and (h.code == nil or h.code == e.code) and (h.enhanced == nil or h.enhanced == e.enhanced)
-      and (h.class == nil or h.class == class) then
+      and (h.class == nil or h.class == class)
+      and (h.find == nil or (e.message or ""):find(h.find, 1, true)) then
       return h.hint
     end
   end
@@ -74,6 +88,37 @@ function M.new(t)
   end
   e.hint = e.hint or hint_for(e)
   return e
+end
+
+-- A refused certificate: say which one, what is wrong with it, and what to
+-- do.  info is what the handshake saw (the session's report.tls).
+function M.explain_tls(e, info, tls)
+  local cert = info.certificate
+  if not cert or #info.problems == 0 then return end
+  e.certificate, e.problems = cert, info.problems
+  local has = {}
+  for _, p in ipairs(info.problems) do has[p] = true end
+  local names = #cert.names > 0 and table.concat(cert.names, ", ") or cert.subject
+  if has.expired then
+    e.hint = "the server's certificate expired on " .. cert.valid_to .. "; its administrator must renew it"
+  elseif has["not-yet-valid"] then
+    e.hint = "the certificate is valid only from " .. cert.valid_from .. ": check this machine's clock"
+  elseif has["not-trusted"] and cert.subject == cert.issuer then
+    e.hint = "the certificate is self-signed (" .. cert.subject .. "): trust it with tls.cafile "
+      .. "or pin its key with tls.pin"
+  elseif has["not-trusted"] then
+    e.hint = "the certificate was issued by " .. cert.issuer .. ", a CA this system does not trust: add that CA "
+      .. "with tls.cafile; an issuer you do not expect may mean something is intercepting the connection"
+  elseif has["name-mismatch"] then
+    local shown = tls.servername
+    e.hint = "the certificate is for " .. names .. ", not " .. shown
+    if shown:find("^[%d.]+$") or shown:find(":") or not shown:find(".", 1, true) then
+      e.hint = e.hint .. ": use the full DNS name the certificate carries as address (or tls.servername)"
+    else
+      e.hint = e.hint .. ": connect by one of those names, or set tls.servername"
+    end
+  end
+  e.message = e.message .. " (certificate for " .. names .. ", issued by " .. cert.issuer .. ")"
 end
 
 function M.is(v)

@@ -26,11 +26,6 @@ local settings = setmetatable({}, { __mode = "k" })
 
 -- Features whose options exist but that this version does not do yet.
 local function unavailable(o)
-  if o.tls.protocol ~= "none" then
-    return errors.new { kind = "tls", stage = "connect",
-      message = "TLS is not available in this version yet",
-      hint = 'for a server without TLS set tls = { protocol = "none" }' }
-  end
   if not o.auth.anonymous then
     return errors.new { kind = "auth", stage = "auth",
       message = "authentication is not available in this version yet",

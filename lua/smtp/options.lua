@@ -76,13 +76,6 @@ local function check_port(path, v)
   return v
 end
 
-local function check_list(path, v, allowed)
-  if v == nil then return nil end
-  if type(v) ~= "table" then fail(path, "a list", v) end
-  for i, item in ipairs(v) do check_enum(path .. "[" .. i .. "]", item, allowed) end
-  return v
-end
-
 local TLS_KEYS = { protocol = 1, mode = 1, versions = 1, verify = 1, cafile = 1, capath = 1,
   certificate = 1, key = 1, servername = 1, pin = 1 }
 local AUTH_KEYS = { anonymous = 1, username = 1, password = 1, domain = 1, token = 1,
@@ -91,6 +84,52 @@ local PROXY_KEYS = { type = 1, address = 1, port = 1, domain = 1, username = 1, 
 local KEYS = { name = 1, preset = 1, address = 1, port = 1, timeout = 1, charset = 1, helo = 1,
   auth = 1, tls = 1, proxy = 1, trace = 1, protocol = 1, transport = 1, pipelining = 1 }
 
+local VERSIONS = { "tls1.0", "tls1.1", "tls1.2", "tls1.3" }
+
+-- tls.versions -> the range min..max as 1..4; max 0 means "the newest the
+-- linked mbedTLS has", which is the default above TLS 1.2.
+local function version_range(v)
+  if v == nil then return 3, 0 end
+  if type(v) ~= "table" or #v == 0 then fail("tls.versions", "a non-empty list of TLS versions", v) end
+  local seen, min, max = {}, 5, 0
+  for i, name in ipairs(v) do
+    if type(name) == "string" and name:lower():find("^ssl") then
+      error(string.format("smtp.connection: tls.versions[%d]: %s is SSL, which is broken and never offered; "
+        .. "use tls1.2 or tls1.3", i, name), 5)
+    end
+    check_enum("tls.versions[" .. i .. "]", name, VERSIONS)
+    for n, known in ipairs(VERSIONS) do
+      if known == name then seen[n], min, max = true, math.min(min, n), math.max(max, n) end
+    end
+  end
+  for n = min, max do
+    if not seen[n] then fail("tls.versions", "a contiguous range of versions (the handshake allows a range)", v) end
+  end
+  return min, max
+end
+
+-- tls.pin: SHA-256 of the server's public key, as hex (sha256sum's output,
+-- colons allowed) or base64 (curl's --pinnedpubkey sha256//...).
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+local function pin_bytes(p)
+  if p == nil then return nil end
+  local hex = p:gsub(":", "")
+  if #hex == 64 and hex:find("^%x+$") then
+    return (hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end))
+  end
+  local b64 = p:gsub("^sha256//", "")
+  if #b64 == 44 and b64:find("^[%w+/]+=$") then
+    local bits = b64:sub(1, 43):gsub(".", function(c)
+      local n, out = B64:find(c, 1, true) - 1, {}
+      for i = 6, 1, -1 do out[#out + 1] = math.floor(n / 2 ^ (i - 1)) % 2 end
+      return table.concat(out)
+    end)
+    return (bits:sub(1, 256):gsub("%d%d%d%d%d%d%d%d", function(byte) return string.char(tonumber(byte, 2)) end))
+  end
+  fail("tls.pin", "the SHA-256 of the server's public key, in hex (64 digits) or base64", p)
+end
+
 local function tls_options(t)
   if t == nil then t = {} end
   if type(t) ~= "table" then fail("tls", "a table", t) end
@@ -98,16 +137,19 @@ local function tls_options(t)
   local o = {
     protocol = check_enum("tls.protocol", t.protocol, { "none", "ssl", "tls" }) or "tls",
     mode = check_enum("tls.mode", t.mode, { "explicit", "implicit", "opportunistic" }),
-    versions = check_list("tls.versions", t.versions, { "tls1.0", "tls1.1", "tls1.2", "tls1.3" }),
     verify = check_type("tls.verify", t.verify, "boolean"),
     cafile = check_line("tls.cafile", t.cafile),
     capath = check_line("tls.capath", t.capath),
     certificate = check_type("tls.certificate", t.certificate, "string"),
     key = check_type("tls.key", t.key, "string"),
     servername = check_host("tls.servername", t.servername),
-    pin = check_line("tls.pin", t.pin),
+    pin = pin_bytes(check_line("tls.pin", t.pin)),
   }
+  o.min, o.max = version_range(t.versions)
   if o.verify == nil then o.verify = true end
+  if (o.certificate == nil) ~= (o.key == nil) then
+    fail(o.key and "tls.certificate" or "tls.key", "set too (a client certificate needs its key)", nil)
+  end
   return o
 end
 
@@ -207,6 +249,7 @@ function M.normalize(t, presets)
   if tls.protocol ~= "none" and not tls.mode then
     tls.mode = o.port == 465 and "implicit" or "explicit"
   end
+  tls.servername = tls.servername or o.address
   if not o.port then
     o.port = tls.protocol == "none" and 25 or tls.mode == "implicit" and 465 or 587
   end

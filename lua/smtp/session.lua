@@ -35,6 +35,9 @@ function Session:on_event(kind, index, code, enhanced, text)
     self.report.banner = text
     self.report.timings.greeting = now - self.mark
     self.mark = now
+  elseif kind == "starttls" then
+    self.report.timings.starttls = now - self.mark
+    self.mark = now
   elseif kind == "ehlo" or kind == "helo" then
     self.report.ehlo = self.report.ehlo or {}
     self.report.ehlo[kind == "ehlo" and "reply" or "helo_reply"] = r
@@ -199,7 +202,7 @@ function Session:deliver(m)
     for _, chunk in ipairs({ header, body }) do
       local i = 1
       while a and i <= #chunk do
-        i = eng:body(chunk, i)
+        if a == "body" then i = eng:body(chunk, i) end
         if i <= #chunk then a, err = self:step() end
       end
     end
@@ -225,16 +228,32 @@ function Session:reset()
   return true
 end
 
--- QUIT politely when the session is healthy, then close the socket.
+-- What TLS negotiated and what the certificate is, for the report.
+function Session:tls_report(tls)
+  local info = self.engine:tls()
+  if not info then return nil end
+  info.mode = tls.mode
+  info.verify = tls.verify
+  info.verified = tls.verify and #info.problems == 0
+  return info
+end
+
+-- Close the socket and zero the TLS state, without a word to the server.
+function Session:release()
+  self.closed = true
+  self.tcp:close()
+  self.engine:free()
+end
+
+-- QUIT politely when the session is healthy, then release everything.
 function Session:close()
   if self.closed then return true end
-  self.closed = true
   if self.engine:action() == "ready" and self.engine:quit() == "ok" then
     local t0 = core.clock()
     self:run()
     self.report.timings.quit = core.clock() - t0
   end
-  self.tcp:close()
+  self:release()
   return true
 end
 
@@ -258,15 +277,22 @@ function M.open(o)
   report.timings.connect = now - t0
   local peer, family, localaddr = tcp:info()
   report.resolved, report.family = peer, family
+  local tls = o.tls.protocol ~= "none" and o.tls or nil
+  local wire, _, tls_problem = core.wire(o.helo or localaddr, o.pipelining, tls)
+  if not wire then
+    tcp:close()
+    return nil, errors.new { kind = "tls", stage = "connect", message = tls_problem }, report
+  end
   local s = setmetatable({
-    engine = core.engine(o.helo or localaddr, o.pipelining),
+    engine = wire,
     tcp = tcp, timeout = o.timeout, report = report, trace = o.trace, name = o.name,
     charset = o.charset, mark = now,
   }, Session)
   local a, err = s:run()
+  report.tls = s:tls_report(tls)
   if a ~= "ready" then
-    tcp:close()
-    s.closed = true
+    if err.kind == "tls" and report.tls then errors.explain_tls(err, report.tls, tls) end
+    s:release()
     return nil, err, report
   end
   report.pipelining = o.pipelining and s.engine:caps().pipelining or false
