@@ -280,9 +280,9 @@ static const char *const kind_options[] = {
 };
 
 static int engine_fail(lua_State *L) {
-  smtp_engine *e = check_engine(L);
+  smtp_wire *w = check_wire(L);
   int kind = luaL_checkoption(L, 2, NULL, kind_options);
-  smtp_engine_fail(e, (smtp_error_kind)kind, smtp_engine_stage(e), luaL_checkstring(L, 3));
+  smtp_engine_fail(&w->engine, (smtp_error_kind)kind, smtp_wire_stage(w), luaL_checkstring(L, 3));
   return 0;
 }
 

@@ -26,8 +26,7 @@ static unsigned handshake(smtp_wire *w) {
   size_t out, room;
   int r = smtp_tls_handshake(&w->tls);
   if (r == SMTP_TLS_FAIL) {
-    smtp_engine_fail(e, SMTP_ERR_TLS, w->implicit ? SMTP_STAGE_CONNECT : SMTP_STAGE_STARTTLS,
-                     smtp_tls_error(&w->tls));
+    smtp_engine_fail(e, SMTP_ERR_TLS, smtp_wire_stage(w), smtp_tls_error(&w->tls));
     return smtp_engine_state(e);
   }
   if (r == SMTP_TLS_DONE) {
@@ -116,6 +115,11 @@ void smtp_wire_recv_ack(smtp_wire *w, size_t len) {
 void smtp_wire_recv_eof(smtp_wire *w) {
   if (w->tls_state == PLAIN) smtp_engine_recv_eof(&w->engine);
   else smtp_tls_in_eof(&w->tls);
+}
+
+smtp_stage smtp_wire_stage(const smtp_wire *w) {
+  if (w->implicit && w->tls_state == HANDSHAKE) return SMTP_STAGE_CONNECT;
+  return smtp_engine_stage(&w->engine);
 }
 
 void smtp_wire_free(smtp_wire *w) {

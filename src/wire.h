@@ -49,6 +49,10 @@ unsigned char *smtp_wire_recv_buf(smtp_wire *w, size_t *len);
 void smtp_wire_recv_ack(smtp_wire *w, size_t len);
 void smtp_wire_recv_eof(smtp_wire *w);
 
+/* The stage for an error from outside (a timeout): "connect" while an
+ * implicit TLS handshake runs, else the engine's. */
+smtp_stage smtp_wire_stage(const smtp_wire *w);
+
 void smtp_wire_free(smtp_wire *w);
 
 #if defined(__GNUC__)
