@@ -62,19 +62,37 @@ static int opt_int(lua_State *L, int t, const char *key) {
   return v;
 }
 
-/* wire(helo, pipelining, tls) -> wire | nil, "tls", message
+static const char *const proxy_types[] = { "none", "socks4", "socks4a", "socks5", "http", NULL };
+
+/* wire(helo, pipelining, tls, proxy) -> wire | nil, kind, message
  * tls: nil, or { mode, min, max, verify, cafile, capath, certificate, key,
- * servername, pin (32 raw bytes) } as lua/smtp/options.lua made it. */
+ * servername, pin (32 raw bytes) } as lua/smtp/options.lua made it.
+ * proxy: nil, or { type, host, port, username, password, domain }. */
 static int wire_new(lua_State *L) {
   const char *helo = check_arg(L, 1);
   unsigned opts = lua_toboolean(L, 2) ? 0 : SMTP_OPT_NO_PIPELINING;
   smtp_tls_options o;
+  smtp_wire_proxy px;
+  smtp_error_kind kind;
   unsigned char ip[16];
   const char *mode = NULL;
   size_t pin_len = 0;
   smtp_wire *w;
   int r;
   memset(&o, 0, sizeof o);
+  memset(&px, 0, sizeof px);
+  if (!lua_isnoneornil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    lua_getfield(L, 4, "type");
+    px.type = (smtp_proxy_type)luaL_checkoption(L, -1, NULL, proxy_types);
+    lua_pop(L, 1);
+    px.host = opt_string(L, 4, "host");
+    px.port = (unsigned)opt_int(L, 4, "port");
+    px.username = opt_string(L, 4, "username");
+    px.password = opt_string(L, 4, "password");
+    px.domain = opt_string(L, 4, "domain");
+    luaL_argcheck(L, px.type != 0 && px.host, 4, "type and host are required");
+  }
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
     mode = opt_string(L, 3, "mode");
@@ -101,16 +119,23 @@ static int wire_new(lua_State *L) {
   w = (smtp_wire *)compat_newuserdata(L, sizeof *w);
   memset(w, 0, sizeof *w);
   luaL_setmetatable(L, WIRE_MT);
-  r = smtp_wire_init(w, helo, opts, mode ? &o : NULL, mode && strcmp(mode, "implicit") == 0);
+  r = smtp_wire_init(w, helo, opts, px.type ? &px : NULL, mode ? &o : NULL,
+                     mode && strcmp(mode, "implicit") == 0);
   if (r == SMTP_EINVAL)
     return luaL_argerror(L, 1, "EHLO name must be 1-255 printable characters without spaces");
   if (r != SMTP_OK) {
+    const char *msg = smtp_wire_setup_error(w, &kind);
     lua_pushnil(L);
-    lua_pushliteral(L, "tls");
-    lua_pushstring(L, smtp_tls_error(&w->tls));
+    lua_pushstring(L, smtp_error_kind_name(kind));
+    lua_pushstring(L, msg);
     smtp_wire_free(w);
     return 3;
   }
+  return 1;
+}
+
+static int wire_layer(lua_State *L) {
+  lua_pushstring(L, smtp_wire_layer(check_wire(L)));
   return 1;
 }
 
@@ -307,16 +332,10 @@ static void push_sans(lua_State *L, const mbedtls_x509_crt *c) {
     unsigned tag = (unsigned)s->buf.tag & 0x1fu;
     if (tag == 2) {
       lua_pushlstring(L, (const char *)s->buf.p, s->buf.len);
-    } else if (tag == 7 && s->buf.len == 4) {
-      const unsigned char *a = s->buf.p;
-      lua_pushfstring(L, "%d.%d.%d.%d", a[0], a[1], a[2], a[3]);
-    } else if (tag == 7 && s->buf.len == 16) {
-      char hex[40];
-      size_t j, o = 0;
-      for (j = 0; j < 16; j += 2)
-        o += (size_t)snprintf(hex + o, sizeof hex - o, j ? ":%x" : "%x",
-                              (s->buf.p[j] << 8) | s->buf.p[j + 1]);
-      lua_pushstring(L, hex);
+    } else if (tag == 7 && (s->buf.len == 4 || s->buf.len == 16)) {
+      char text[64];
+      smtp_net_ip_text(s->buf.p, s->buf.len, text, sizeof text);
+      lua_pushstring(L, text);
     } else {
       continue;
     }
@@ -366,7 +385,7 @@ static int wire_tls(lua_State *L) {
 }
 
 static const luaL_Reg engine_methods[] = {
-  { "tls", wire_tls }, { "free", wire_free },
+  { "tls", wire_tls }, { "free", wire_free }, { "layer", wire_layer },
   { "action", engine_action }, { "output", engine_output }, { "sent", engine_sent },
   { "room", engine_room }, { "feed", engine_feed }, { "eof", engine_eof },
   { "event", engine_event }, { "mail", engine_mail }, { "rcpt", engine_rcpt },
@@ -481,6 +500,15 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods) {
   lua_pop(L, 1);
 }
 
+/* resolve4(host) -> "a.b.c.d" | nil, "dns", message */
+static int core_resolve4(lua_State *L) {
+  char addr[64], msg[256];
+  int kind = smtp_net_resolve4(luaL_checkstring(L, 1), addr, sizeof addr, msg, sizeof msg);
+  if (kind != SMTP_ERR_NONE) return net_failure(L, kind, msg);
+  lua_pushstring(L, addr);
+  return 1;
+}
+
 /* Seconds on a monotonic clock, for timings in reports. */
 static int core_clock(lua_State *L) {
   lua_pushnumber(L, (lua_Number)smtp_net_now_us() / 1e6);
@@ -489,6 +517,7 @@ static int core_clock(lua_State *L) {
 
 static const luaL_Reg functions[] = {
   { "wire", wire_new }, { "connect", tcp_connect }, { "clock", core_clock },
+  { "resolve4", core_resolve4 },
   { NULL, NULL }
 };
 

@@ -56,10 +56,32 @@ static int wait_fd(int fd, short events, long long deadline) {
   }
 }
 
+int smtp_net_resolve4(const char *host, char *out, size_t outlen, char *msg, size_t msglen) {
+  struct addrinfo hints, *res = NULL;
+  int r;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  r = getaddrinfo(host, NULL, &hints, &res);
+  if (r != 0) {
+    snprintf(msg, msglen, "cannot resolve %s to an IPv4 address: %s", host,
+             r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
+    return SMTP_ERR_DNS;
+  }
+  getnameinfo(res->ai_addr, res->ai_addrlen, out, (socklen_t)outlen, NULL, 0, NI_NUMERICHOST);
+  freeaddrinfo(res);
+  return SMTP_ERR_NONE;
+}
+
 size_t smtp_net_ip(const char *s, unsigned char out[16]) {
   if (inet_pton(AF_INET, s, out) == 1) return 4;
   if (inet_pton(AF_INET6, s, out) == 1) return 16;
   return 0;
+}
+
+void smtp_net_ip_text(const unsigned char *ip, size_t len, char *out, size_t outlen) {
+  if (inet_ntop(len == 16 ? AF_INET6 : AF_INET, ip, out, (socklen_t)outlen) == NULL && outlen)
+    out[0] = '\0';
 }
 
 void smtp_net_init(smtp_net *n) {

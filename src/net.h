@@ -42,9 +42,16 @@ int smtp_net_read(smtp_net *n, void *buf, size_t len, int timeout_ms,
 int smtp_net_write(smtp_net *n, const void *buf, size_t len, int timeout_ms,
                    char *msg, size_t msglen);
 
+/* Resolve host to its first IPv4 address, as text into out (SOCKS4 carries
+ * no names). */
+int smtp_net_resolve4(const char *host, char *out, size_t outlen, char *msg, size_t msglen);
+
 /* The address s as bytes, when it is an IPv4 or IPv6 literal: returns 4
  * or 16, else 0. */
 size_t smtp_net_ip(const char *s, unsigned char out[16]);
+
+/* The text of an IPv4 (len 4) or IPv6 (len 16) address, in its short form. */
+void smtp_net_ip_text(const unsigned char *ip, size_t len, char *out, size_t outlen);
 
 /* Microseconds on a monotonic clock, for deadlines and timings. */
 long long smtp_net_now_us(void);

@@ -3,8 +3,8 @@
  *
  * Verification runs with authmode OPTIONAL and is enforced right after the
  * handshake, before a single byte of SMTP goes through: that way a failure
- * can name the certificate it refused, and an IP literal can be matched
- * against iPAddress names, which mbedTLS 2.28 does not do itself.
+ * can name the certificate it refused, and an IP literal is matched against
+ * iPAddress names here, the same way on 2.28 (which cannot) and 3.x.
  */
 #include "tls.h"
 
@@ -232,14 +232,16 @@ int smtp_tls_init(smtp_tls *t, const smtp_tls_options *o) {
   mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
   ret = mbedtls_ssl_setup(&t->ssl, &t->conf);
   if (ret != 0) { set_error(t, "cannot set up TLS", ret); return SMTP_TLS_FAIL; }
-  /* Always: without a hostname there is no name check at all. */
-  ret = mbedtls_ssl_set_hostname(&t->ssl, o->servername);
-  if (ret != 0) { set_error(t, "bad tls.servername", ret); return SMTP_TLS_FAIL; }
-  mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
+  /* Always called: without it mbedTLS checks no name at all (and 3.6.3+
+   * refuses to verify).  An IP address is no name to send as SNI (RFC 6066
+   * 3): NULL says so, and check_peer matches it against iPAddress names. */
   if (o->ip && (o->ip_len == 4 || o->ip_len == 16)) {
     memcpy(t->ip, o->ip, o->ip_len);
     t->ip_len = o->ip_len;
   }
+  ret = mbedtls_ssl_set_hostname(&t->ssl, t->ip_len ? NULL : o->servername);
+  if (ret != 0) { set_error(t, "bad tls.servername", ret); return SMTP_TLS_FAIL; }
+  mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
   if (o->pin) {
     memcpy(t->pin, o->pin, sizeof t->pin);
     t->has_pin = 1;
@@ -280,9 +282,8 @@ static int check_peer(smtp_tls *t) {
   const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&t->ssl);
   uint32_t flags = mbedtls_ssl_get_verify_result(&t->ssl);
   if (peer == NULL) flags |= MBEDTLS_X509_BADCERT_MISSING;
-  if ((flags & MBEDTLS_X509_BADCERT_CN_MISMATCH) && t->ip_len && peer &&
-      ip_san_matches(peer, t->ip, t->ip_len))
-    flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_CN_MISMATCH;
+  if (t->ip_len && !(peer && ip_san_matches(peer, t->ip, t->ip_len)))
+    flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
   t->flags = flags;
   if (t->verify && flags != 0) {
     char info[200];

@@ -26,6 +26,14 @@ end
 -- first entry whose fields all match wins.
 local hints = {
   { kind = "dns", hint = "check the server name (address); it could not be resolved" },
+  { kind = "proxy", find = "credentials", hint = "check proxy.username and proxy.password (and proxy.domain "
+      .. "for a Windows proxy)" },
+  { kind = "proxy", find = "username or password", hint = "check proxy.username and proxy.password" },
+  { kind = "proxy", find = "could not reach the server", hint = "the proxy is fine but cannot reach the SMTP "
+      .. "server: check address and port as the proxy sees them, and the proxy's rules" },
+  { kind = "proxy", find = "proxy cannot connect", hint = "check proxy.address and proxy.port, and that the "
+      .. "proxy is running" },
+  { kind = "proxy", hint = "check the proxy settings (type, address, port, credentials) and the proxy's log" },
   { kind = "tls", find = "plaintext", hint = "this port speaks plaintext SMTP first: use tls.mode = \"explicit\" "
       .. "(STARTTLS), usually on port 587 or 25; implicit TLS is usually port 465" },
   { kind = "tls", find = "does not offer STARTTLS",
@@ -43,6 +51,8 @@ local hints = {
   { kind = "timeout", stage = "greeting",
     hint = "the server accepted the connection but said nothing: a server that speaks TLS at once "
       .. "(port 465) needs tls.mode = \"implicit\"" },
+  { kind = "timeout", stage = "connect", hint = "no answer while connecting (through the proxy or the TLS "
+      .. "handshake, if any): check address and port, and that an implicit-TLS port gets tls.mode = \"implicit\"" },
   { kind = "timeout", hint = "the server or the network is slow or a firewall drops packets; "
       .. "raise timeout, or check address and port" },
   { kind = "closed", stage = "data", hint = "the message was not delivered; send it again" },
@@ -119,6 +129,15 @@ function M.explain_tls(e, info, tls)
     end
   end
   e.message = e.message .. " (certificate for " .. names .. ", issued by " .. cert.issuer .. ")"
+end
+
+-- A server that ends the session right after the TLS handshake because we
+-- showed no client certificate: a TLS setting to fix, not a retry.
+function M.client_certificate_wanted(e, tls)
+  if tls and not tls.certificate and (e.message or ""):lower():find("certificate", 1, true) then
+    e.kind, e.transient = "tls", false
+    e.hint = "the server asks for a client certificate: set tls.certificate and tls.key"
+  end
 end
 
 function M.is(v)

@@ -80,6 +80,11 @@ function Session:step()
     local data, kind, msg = tcp:read(eng:room(), self.timeout)
     if data then
       eng:feed(data)
+      if self.report.proxy and not self.report.proxy.time and eng:layer() ~= "proxy" then
+        local now = core.clock()
+        self.report.proxy.time = now - self.mark
+        self.mark = now
+      end
     elseif kind == "closed" then
       eng:eof()
     else
@@ -266,32 +271,59 @@ end
 
 -- Connect and run the session to ready: greeting and EHLO (or HELO).
 -- Returns the session, or nil, err, report.
+-- Where the transport connects, and what the proxy (if any) is to reach.
+-- SOCKS4 carries only IPv4 addresses, so only it resolves locally: the
+-- others hand the name to the proxy and nothing is looked up here.
+local function proxy_hop(o, report)
+  local p = o.proxy
+  if p.type == "none" then return nil end
+  local host = o.address
+  if p.type == "socks4" then
+    local ip, kind, msg = core.resolve4(o.address)
+    if not ip then return nil, errors.new { kind = kind, stage = "connect", message = msg } end
+    host = ip
+  end
+  report.proxy = { type = p.type, address = p.address, port = p.port, target = host }
+  return { type = p.type, host = host, port = o.port, username = p.username,
+    password = p.password, domain = p.domain }
+end
+
 function M.open(o)
   local report = { name = o.name, address = o.address, port = o.port, timings = {} }
   local t0 = core.clock()
-  local tcp, kind, msg = core.connect(o.address, tostring(o.port), o.timeout)
+  local hop, err = proxy_hop(o, report)
+  if err then return nil, err, report end
+  local tcp, kind, msg = core.connect(hop and o.proxy.address or o.address,
+    tostring(hop and o.proxy.port or o.port), o.timeout)
   if not tcp then
+    -- The proxy itself is out of reach: the server was never tried.
+    if hop then kind, msg = "proxy", "proxy " .. msg end
     return nil, errors.new { kind = kind, stage = "connect", message = msg }, report
   end
   local now = core.clock()
   report.timings.connect = now - t0
   local peer, family, localaddr = tcp:info()
-  report.resolved, report.family = peer, family
+  if hop then report.proxy.resolved = peer else report.resolved, report.family = peer, family end
   local tls = o.tls.protocol ~= "none" and o.tls or nil
-  local wire, _, tls_problem = core.wire(o.helo or localaddr, o.pipelining, tls)
+  local wire, setup_kind, setup_problem = core.wire(o.helo or localaddr, o.pipelining, tls, hop)
   if not wire then
     tcp:close()
-    return nil, errors.new { kind = "tls", stage = "connect", message = tls_problem }, report
+    return nil, errors.new { kind = setup_kind, stage = "connect", message = setup_problem }, report
   end
   local s = setmetatable({
     engine = wire,
     tcp = tcp, timeout = o.timeout, report = report, trace = o.trace, name = o.name,
     charset = o.charset, mark = now,
   }, Session)
-  local a, err = s:run()
+  local a
+  a, err = s:run()
   report.tls = s:tls_report(tls)
   if a ~= "ready" then
-    if err.kind == "tls" and report.tls then errors.explain_tls(err, report.tls, tls) end
+    if err.kind == "tls" and report.tls then
+      errors.explain_tls(err, report.tls, tls)
+    elseif report.tls then
+      errors.client_certificate_wanted(err, tls)
+    end
     s:release()
     return nil, err, report
   end

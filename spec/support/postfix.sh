@@ -4,14 +4,30 @@
 #   spec/support/postfix.sh start DIR PORT   # (re)build DIR, start, wait for the banner
 #   spec/support/postfix.sh stop DIR         # stop and wait for its master to exit
 #
-# DIR holds everything: main.cf, master.cf, queue/, data/, maillog, and the
-# mailbox mail/inbox/ (a Maildir) that gets every message for any address
-# @example.test or @localhost. smtpd listens on 127.0.0.1:PORT, and on
-# [::1]:PORT where the loopback has IPv6. Nothing leaves the machine: other
-# domains are refused as relaying, and bounces to them fail at once.
-# "start" wipes the queue and mailbox of an earlier run. Needs root.
+# DIR holds everything: main.cf, master.cf, queue/, data/, maillog, the
+# certificates certs/ (made by certs.sh, see there), and the mailbox
+# mail/inbox/ (a Maildir) that gets every message for any address
+# @example.test or @localhost. Nothing leaves the machine: other domains are
+# refused as relaying, and bounces to them fail at once. "start" wipes the
+# queue and mailbox of an earlier run. Needs root.
+#
+# smtpd listens on 127.0.0.1, and on [::1] where the loopback has IPv6, on
+# these ports (spec/support/server.lua's postfix().ports has the same names):
+#   PORT    plain      plaintext, no STARTTLS offered
+#   PORT+1  starttls   STARTTLS offered (certs/server.pem, signed by certs/ca.pem)
+#   PORT+2  implicit   TLS from the first byte (server.pem)
+#   PORT+3  tls12      STARTTLS offered, TLS 1.2 only (server.pem)
+#   PORT+4  clientcert implicit TLS; the client must present a certificate
+#                      signed by certs/ca.pem (such as certs/client.pem)
+#   PORT+5  expired    implicit TLS with certs/expired.pem
+#   PORT+6  wrongname  implicit TLS with certs/wrongname.pem (wrong.example.test)
+#   PORT+7  selfsigned implicit TLS with certs/selfsigned.pem
+#   PORT+8  otherca    implicit TLS with certs/otherca-server.pem (another CA)
+# Mail that came over TLS gets "(using TLSv1.x with cipher ...)" in its
+# Received header.
 set -euo pipefail
 PATH=$PATH:/usr/sbin
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 die() {
     echo "postfix.sh: $*" >&2
@@ -30,7 +46,8 @@ loopbacks() {
 }
 
 # One smtpd listener per loopback address. Extra arguments are master.cf
-# "-o name=value" overrides, for the TLS and SASL ports to come.
+# "-o name=value" overrides (values without spaces: main.cf parameters such
+# as $test_certs carry the paths).
 smtpd_service() {
     local port=$1 address
     shift
@@ -70,6 +87,16 @@ smtpd_error_sleep_time = 0s
 smtpd_soft_error_limit = 1000
 
 smtpd_relay_restrictions = reject_unauth_destination
+
+# TLS: offered only on the ports whose master.cf entry sets a security
+# level (none here, so the plain port stays plaintext); see the port map.
+test_certs = $dir/certs
+smtpd_tls_security_level = none
+smtpd_tls_chain_files = \$test_certs/server.key, \$test_certs/server.pem
+smtpd_tls_received_header = yes
+smtpd_tls_loglevel = 1
+tls_random_source = dev:/dev/urandom
+test_tls12_only = >=TLSv1.2, <=TLSv1.2
 virtual_mailbox_domains = example.test, localhost
 virtual_mailbox_base = $dir/mail
 virtual_mailbox_maps = static:inbox/
@@ -89,6 +116,19 @@ write_master_cf() {
         echo "# Written by spec/support/postfix.sh; edits are lost on the next start."
         echo "# No chroot: the instance lives wherever DIR is."
         smtpd_service "$port"
+        # The TLS ports; keep in step with the map at the top.
+        local implicit='-o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt'
+        local chain="-o smtpd_tls_chain_files=\$test_certs/"
+        smtpd_service $((port + 1)) -o smtpd_tls_security_level=may
+        smtpd_service $((port + 2)) "$implicit"
+        smtpd_service $((port + 3)) -o smtpd_tls_security_level=may \
+            -o smtpd_tls_protocols=\$test_tls12_only -o smtpd_tls_mandatory_protocols=\$test_tls12_only
+        smtpd_service $((port + 4)) "$implicit" -o smtpd_tls_ask_ccert=yes -o smtpd_tls_req_ccert=yes \
+            -o smtpd_tls_CAfile=\$test_certs/ca.pem
+        smtpd_service $((port + 5)) "$implicit" "${chain}expired.key,\$test_certs/expired.pem"
+        smtpd_service $((port + 6)) "$implicit" "${chain}wrongname.key,\$test_certs/wrongname.pem"
+        smtpd_service $((port + 7)) "$implicit" "${chain}selfsigned.key,\$test_certs/selfsigned.pem"
+        smtpd_service $((port + 8)) "$implicit" "${chain}otherca-server.key,\$test_certs/otherca-server.pem"
         cat <<'EOF'
 cleanup    unix  n - n -   0 cleanup
 qmgr       unix  n - n 300 1 qmgr
@@ -107,6 +147,7 @@ virtual    unix  - n n -   - virtual
 anvil      unix  - - n -   1 anvil
 scache     unix  - - n -   1 scache
 postlog    unix-dgram n - n - 1 postlogd
+tlsmgr     unix  - - n 1000? 1 tlsmgr
 EOF
     } > "$dir/master.cf"
 }
@@ -141,6 +182,25 @@ await_banner() {
     [[ $banner == 220* ]]
 }
 
+# A handshake on every TLS port, so that "started" means each smtpd loaded
+# its certificate; then the log must hold no TLS warning or error.
+await_tls() {
+    local dir=$1 port=$2 i problems
+    local certs=$dir/certs
+    local args=(-brief -CAfile "$certs/ca.pem")
+    for i in 1 3; do
+        timeout 10 openssl s_client "${args[@]}" -starttls smtp -connect "127.0.0.1:$((port + i))" \
+            </dev/null >/dev/null 2>&1 || return 1
+    done
+    for i in 2 5 6 7 8; do
+        timeout 10 openssl s_client "${args[@]}" -connect "127.0.0.1:$((port + i))" </dev/null >/dev/null 2>&1 || return 1
+    done
+    timeout 10 openssl s_client "${args[@]}" -cert "$certs/client.pem" -key "$certs/client.key" \
+        -connect "127.0.0.1:$((port + 4))" </dev/null >/dev/null 2>&1 || return 1
+    problems=$(grep -iE 'warning|error|fatal|panic' "$dir/maillog" | grep -v -e 'not owned by' -e 'group or other writable')
+    [[ -z $problems ]] || { echo "$problems" >&2; return 1; }
+}
+
 start_instance() {
     local dir=$1 port=$2
     stop_instance "$dir"
@@ -149,6 +209,7 @@ start_instance() {
     # nobody: both must reach into DIR whatever the umask was.
     chmod 755 "$dir"
     mkdir -p "$dir/queue" "$dir/data" "$dir/mail"
+    "$here/certs.sh" "$dir/certs" || die "certs.sh $dir/certs failed"
     chown postfix "$dir/data"
     chown nobody:"$(id -gn nobody)" "$dir/mail"
     write_main_cf "$dir"
@@ -159,6 +220,8 @@ start_instance() {
     postfix -c "$dir" start >/dev/null 2>&1 || die "postfix -c $dir start failed; $dir/maillog:
 $(log_tail "$dir")"
     await_banner "$port" || die "no 220 banner on 127.0.0.1:$port; see $dir/maillog:
+$(log_tail "$dir")"
+    await_tls "$dir" "$port" || die "TLS does not work on ports $((port + 1))-$((port + 8)); see $dir/maillog:
 $(log_tail "$dir")"
 }
 

@@ -6,8 +6,13 @@
 --   srv:messages(); srv:commands(); srv:records()
 --   srv:stop()                                  -- records stay readable
 --
---   server.postfix()            -- the shared Postfix from postfix.sh
+--   server.postfix()            -- the shared Postfix from postfix.sh:
+--     { host, port (= ports.plain), domain, certs (the directory certs.sh
+--     filled: ca.pem, server.pem, client.pem, ...), ports = { plain,
+--     starttls, implicit, tls12, clientcert, expired, wrongname, selfsigned,
+--     otherca } } (see the port map at the top of postfix.sh)
 --   server.postfix_wait(needle) -- raw text of the delivered message
+--   server.postfix_inbox()      -- raw texts of all messages delivered so far
 --
 -- Script keys for start() (all optional; the default is a well-behaved ESMTP
 -- server):
@@ -34,16 +39,31 @@
 --   no_reply_after   "DATA_END": never answer the final dot
 --   split_replies    send replies one byte per TCP segment
 --   reply_delay      seconds before every reply
+--   cert, key        paths of the PEM certificate and key the TLS keys below
+--                    use (say, server.postfix().certs .. "/server.pem")
+--   implicit         true: TLS from the first byte (needs cert and key)
+--   starttls         nil (default): STARTTLS not offered, answered 454 |
+--                    "ok" (offered; a real upgrade, after which the client
+--                    must EHLO again; needs cert, key) | "refuse" (offered;
+--                    answered "454 4.7.0 TLS not available due to temporary
+--                    reason") | "inject" (offered; the 220 comes in one write
+--                    with "250-injected\r\n250 ok\r\n" behind it, then the
+--                    server waits for a handshake; needs cert, key) | "strip"
+--                    (not offered, as a downgrading middlebox would; 502 if
+--                    sent anyway)
 --
 -- Records (tables, in order): { type = "connect"|"disconnect", conn = n },
--- { type = "command", conn, line (without CRLF), pipelined (more bytes were
--- already buffered behind it) }, and for each accepted message { type =
--- "message", conn, mail_from, mail_options, rcpt_tos, rcpt_options (one list
--- per accepted recipient), ehlo, data (body after dot-unstuffing, through
--- the CRLF before the final dot), wire (the bytes after the 354 through
--- CRLF.CRLF) }. A message is recorded before its final reply is sent and a
--- command before it is answered, so both are there once the client has the
--- reply; a disconnect record may lag behind the client's close.
+-- { type = "tls", conn, version ("TLSv1.2", ...), cipher } once a handshake
+-- (implicit, or after STARTTLS) is done, { type = "command", conn, line
+-- (without CRLF), pipelined (more bytes were already buffered behind it),
+-- tls (true once encrypted, else absent) }, and for each accepted message
+-- { type = "message", conn, mail_from, mail_options, rcpt_tos, rcpt_options
+-- (one list per accepted recipient), ehlo, data (body after dot-unstuffing,
+-- through the CRLF before the final dot), wire (the bytes after the 354
+-- through CRLF.CRLF), tls (true if it came encrypted) }. A message is
+-- recorded before its final reply is sent and a command before it is
+-- answered, so both are there once the client has the reply; a disconnect
+-- record may lag behind the client's close.
 
 local json = require "spec.support.json"
 
@@ -101,9 +121,15 @@ local Server = {}
 Server.__index = Server
 
 function server.start(script)
-  local host, rest = "127.0.0.1", {}
+  local host, rest, tls_args = "127.0.0.1", {}, {}
   for k, v in pairs(script or {}) do
-    if k == "host" then host = v else rest[k] = v end
+    if k == "host" then
+      host = v
+    elseif k == "cert" or k == "key" then
+      tls_args[#tls_args + 1] = "--" .. k .. " " .. quote(v)
+    else
+      rest[k] = v
+    end
   end
   local record = os.tmpname()
   local python = os.getenv("SMTP_TEST_PYTHON") or "/usr/bin/python3"
@@ -112,7 +138,7 @@ function server.start(script)
   -- close() waits for it.
   local pipe = assert(io.popen(table.concat({ "exec", quote(python),
     quote(here .. "/smtpd.py"), "--host", quote(host), "--script", quote(json.encode(rest)),
-    "--record", quote(record), "--temporary" }, " "), "r"))
+    "--record", quote(record), "--temporary", table.concat(tls_args, " ") }, " "), "r"))
   local line = pipe:read("*l")
   local port, pid = (line or ""):match("^PORT (%d+) PID (%d+)$")
   if not port then
@@ -176,7 +202,10 @@ function server.postfix()
     error("the test Postfix is not running; start it with "
       .. "spec/support/postfix.sh start " .. dir .. " " .. port, 2)
   end
-  return { host = "127.0.0.1", port = port, domain = "example.test" }
+  -- The port map of postfix.sh.
+  return { host = "127.0.0.1", port = port, domain = "example.test", certs = dir .. "/certs",
+    ports = { plain = port, starttls = port + 1, implicit = port + 2, tls12 = port + 3, clientcert = port + 4,
+      expired = port + 5, wrongname = port + 6, selfsigned = port + 7, otherca = port + 8 } }
 end
 
 local function maildir_files(dir)
@@ -185,6 +214,18 @@ local function maildir_files(dir)
   for name in ls:lines() do files[#files + 1] = dir .. "/" .. name end
   ls:close()
   return files
+end
+
+-- Raw text of every message delivered so far.
+function server.postfix_inbox()
+  local dir = postfix_config()
+  local texts = {}
+  for _, sub in ipairs({ "new", "cur" }) do
+    for _, path in ipairs(maildir_files(dir .. "/mail/inbox/" .. sub)) do
+      texts[#texts + 1] = read_file(path)
+    end
+  end
+  return texts
 end
 
 function server.postfix_wait(needle, timeout)

@@ -1,13 +1,14 @@
 #!/usr/bin/python3
 """A scriptable SMTP server for the spec suite, built on aiosmtpd.
 
-    smtpd.py --script JSON --record FILE [--temporary]
+    smtpd.py --script JSON --record FILE [--temporary] [--cert FILE --key FILE]
 
 Binds 127.0.0.1 (or --host) on a free port, prints "PORT <n> PID <pid>" and serves every
 connection with the same script until SIGTERM, or until the reader of its
 stdout goes away when stdout is a pipe (so a forgotten server dies with the
 test run; --temporary then removes FILE too). Each event is appended to FILE
-as one JSON object per line.
+as one JSON object per line. --cert and --key (PEM files) are the server's
+certificate for the scripts that speak TLS (keys "implicit" and "starttls").
 spec/support/server.lua documents the script keys and the records.
 
 Strings in records are the received bytes decoded as UTF-8 with
@@ -23,6 +24,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import stat
 import sys
 
@@ -36,6 +38,9 @@ MAIL_PARAMS = {"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8",
                "RET": "DSN", "ENVID": "DSN", "AUTH": "AUTH",
                "REQUIRETLS": "REQUIRETLS"}
 RCPT_PARAMS = {"NOTIFY": "DSN", "ORCPT": "DSN"}
+STARTTLS_MODES = (None, "ok", "refuse", "inject", "strip")
+# "inject": the 220 and, in the same write, replies to commands not yet sent.
+INJECTED = b"220 2.0.0 Ready to start TLS\r\n250-injected\r\n250 ok\r\n"
 
 
 def text(raw):
@@ -75,6 +80,10 @@ class Script:
         size = self.keywords.get("SIZE", "")
         self.size_limit = int(size) if size.isdigit() else 0
         self.close_after = script.get("close_after")
+        self.starttls = script.get("starttls")
+        if self.starttls not in STARTTLS_MODES:
+            raise SystemExit("smtpd.py: unknown starttls mode %r" % self.starttls)
+        self.implicit = bool(script.get("implicit"))
 
     def reply(self, trigger, default):
         return self.replies.get(trigger, default)
@@ -106,6 +115,13 @@ class CommandReader:
     def __getattr__(self, name):
         return getattr(self.stream, name)
 
+    def __setattr__(self, name, value):
+        # aiosmtpd points the reader at the TLS transport after STARTTLS.
+        if name in ("server", "stream"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.stream, name, value)
+
 
 class Handler:
     """aiosmtpd hooks for the commands whose stock handling is kept."""
@@ -121,10 +137,13 @@ class Handler:
 
 
 class ScriptedSMTP(SMTP):
-    def __init__(self, script, recorder, loop):
+    def __init__(self, script, recorder, loop, tls_context=None):
+        # aiosmtpd upgrades on STARTTLS only when it has a context.
+        upgrade = script.starttls in ("ok", "inject")
         super().__init__(Handler(), hostname=HOSTNAME, loop=loop,
                          data_size_limit=None,
-                         enable_SMTPUTF8="SMTPUTF8" in script.keywords)
+                         enable_SMTPUTF8="SMTPUTF8" in script.keywords,
+                         tls_context=tls_context if upgrade else None)
         # aiosmtpd shares this dict between connections and grows it per EHLO;
         # MAIL and RCPT parameters may lengthen those lines (RFC 5321 4.5.3.1.4).
         self.command_size_limits = collections.defaultdict(
@@ -134,20 +153,38 @@ class ScriptedSMTP(SMTP):
         self.recorder = recorder
         self.conn = None
         self.verb = "greeting"
+        self.tls = False
+        self.lost = False
 
     def record(self, kind, **fields):
         self.recorder.write(dict(type=kind, conn=self.conn, **fields))
 
+    def record_tls(self, transport):
+        self.tls = True
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.record("tls", version=ssl_object.version(),
+                    cipher=ssl_object.cipher()[0],
+                    servername=getattr(ssl_object, "servername", None))
+
     def connection_made(self, transport):
+        if self._original_transport is not None:
+            # The handshake after STARTTLS is done: the same connection.
+            super().connection_made(transport)
+            self.record_tls(transport)
+            return
         self.recorder.connections += 1
         self.conn = self.recorder.connections
         self.record("connect")
+        if transport.get_extra_info("ssl_object") is not None:
+            self.record_tls(transport)
         sock = transport.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
 
     def connection_lost(self, error):
-        self.record("disconnect")
+        if not self.lost:
+            self.lost = True
+            self.record("disconnect")
         super().connection_lost(error)
 
     def _client_connected_cb(self, reader, writer):
@@ -158,7 +195,10 @@ class ScriptedSMTP(SMTP):
         if line.endswith(b"\r\n"):
             line = line[:-2]
         self.verb = text(line.split(b" ", 1)[0].upper())
-        self.record("command", line=text(line), pipelined=pipelined)
+        fields = dict(line=text(line), pipelined=pipelined)
+        if self.tls:
+            fields["tls"] = True
+        self.record("command", **fields)
 
     async def hang(self):
         """Wait until the client goes away (aiosmtpd then cancels us)."""
@@ -184,6 +224,13 @@ class ScriptedSMTP(SMTP):
             status = self.script.greeting
         await asyncio.sleep(self.script.get("reply_delay", 0))
         data = status.encode("utf-8", "surrogateescape") + b"\r\n"
+        if self.verb == "STARTTLS" and data.startswith(b"220 "):
+            # aiosmtpd's own words, about to upgrade; or the injection.
+            data = (INJECTED if self.script.starttls == "inject"
+                    else b"220 2.0.0 Ready to start TLS\r\n")
+            self._writer.write(data)
+            await self._writer.drain()
+            return
         if self.script.get("split_replies"):
             for i in range(len(data)):
                 self._writer.write(data[i:i + 1])
@@ -237,6 +284,8 @@ class ScriptedSMTP(SMTP):
             reply = "500 5.5.1 Command unrecognized"
         else:
             lines = [HOSTNAME] + script.extensions
+            if script.starttls in ("ok", "refuse", "inject") and not self.tls:
+                lines.append("STARTTLS")
             if mode == "long_line":
                 # The line is "250-" plus this, ehlo_line_length bytes before CRLF.
                 length = script.get("ehlo_line_length", 5000)
@@ -249,6 +298,21 @@ class ScriptedSMTP(SMTP):
             self.session.host_name = hostname
             self.session.extended_smtp = True
         await self.push(reply)
+
+    async def smtp_STARTTLS(self, arg):
+        mode = self.script.starttls
+        if self.tls:
+            return await self.push("503 5.5.1 Error: TLS already active")
+        if mode == "refuse":
+            return await self.push(
+                "454 4.7.0 TLS not available due to temporary reason")
+        if mode == "strip":
+            return await self.push("502 5.5.1 Error: command not implemented")
+        await super().smtp_STARTTLS(arg)
+        if mode is not None and not self.tls and not self.lost:
+            # The client went away before finishing the handshake (as it must
+            # after an injection): aiosmtpd would wait on the dead stream.
+            self.connection_lost(None)
 
     async def endless_ehlo(self):
         n = 0
@@ -321,13 +385,16 @@ class ScriptedSMTP(SMTP):
         reply = self.script.reply(
             "END", "250 2.0.0 Ok: queued as %s" % os.urandom(5).hex().upper())
         if accepted(reply):
-            self.record(
-                "message", mail_from=envelope.mail_from,
+            fields = dict(
+                mail_from=envelope.mail_from,
                 mail_options=envelope.mail_options,
                 rcpt_tos=envelope.rcpt_tos, rcpt_options=envelope.rcpt_options,
                 data_b64=base64.b64encode(data).decode(),
                 wire_b64=base64.b64encode(wire).decode(),
                 ehlo=self.session.host_name)
+            if self.tls:
+                fields["tls"] = True
+            self.record("message", **fields)
         await self.push(reply)
 
     async def receive_body(self):
@@ -374,6 +441,11 @@ def watch_stdout(loop, orphan_files):
         loop.add_reader(fd, orphaned)
 
 
+def remember_servername(ssl_object, servername, context):
+    """Keep the client's SNI (None when it sent none) for the tls record."""
+    ssl_object.servername = servername
+
+
 def ignore_disconnects(loop, context):
     # A client hanging up mid-reply is routine here, not worth a traceback.
     if not isinstance(context.get("exception"), (ConnectionError, asyncio.CancelledError)):
@@ -387,14 +459,24 @@ async def main():
     parser.add_argument("--record", required=True, help="file to append records to")
     parser.add_argument("--temporary", action="store_true",
                         help="remove the record file when exiting for want of a reader")
+    parser.add_argument("--cert", help="PEM certificate (chain) for TLS")
+    parser.add_argument("--key", help="PEM private key of --cert")
     args = parser.parse_args()
     script = Script(args.script)
+    context = None
+    if args.cert or args.key:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.cert, args.key or args.cert)
+        context.sni_callback = remember_servername
+    if (script.implicit or script.starttls in ("ok", "inject")) and not context:
+        raise SystemExit("smtpd.py: this script speaks TLS: give --cert and --key")
     recorder = Recorder(args.record)
     logging.getLogger("mail.log").setLevel(logging.CRITICAL)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(ignore_disconnects)
     server = await loop.create_server(
-        lambda: ScriptedSMTP(script, recorder, loop), args.host, 0)
+        lambda: ScriptedSMTP(script, recorder, loop, context), args.host, 0,
+        ssl=context if script.implicit else None)
     port = server.sockets[0].getsockname()[1]
     print("PORT %d PID %d" % (port, os.getpid()), flush=True)
     watch_stdout(loop, [args.record] if args.temporary else [])
