@@ -1,24 +1,87 @@
 /*
- * wire.c -- TLS between transport and engine; see wire.h.
+ * wire.c -- proxy hop, then TLS, between transport and engine; see wire.h.
  */
 #include "wire.h"
 
+#include <stdio.h>
 #include <string.h>
 
-enum { PLAIN, HANDSHAKE, SECURE };
+enum { PROXY, PLAIN, HANDSHAKE, SECURE };
 
 int smtp_wire_init(smtp_wire *w, const char *helo, unsigned engine_opts,
-                   const smtp_tls_options *tls, int implicit) {
+                   const smtp_wire_proxy *proxy, const smtp_tls_options *tls,
+                   int implicit) {
   int r;
   memset(w, 0, sizeof *w);
   r = smtp_engine_init(&w->engine, helo, engine_opts);
   if (r != SMTP_OK) return r;
-  if (tls == NULL) return SMTP_OK;
-  w->has_tls = 1;   /* smtp_wire_free must release what init set up */
-  if (smtp_tls_init(&w->tls, tls) != SMTP_TLS_DONE) return SMTP_ESTATE;
-  w->implicit = implicit;
-  w->tls_state = implicit ? HANDSHAKE : PLAIN;
+  if (proxy) {
+    w->has_proxy = 1;   /* smtp_wire_free must wipe what init set up */
+    if (smtp_proxy_init(&w->proxy, proxy->type, proxy->host, proxy->port, proxy->username,
+                        proxy->password, proxy->domain) != SMTP_PROXY_OK)
+      return SMTP_ESTATE;
+  }
+  if (tls) {
+    w->has_tls = 1;
+    if (smtp_tls_init(&w->tls, tls) != SMTP_TLS_DONE) return SMTP_ESTATE;
+  }
+  w->implicit = tls && implicit;
+  w->layer = proxy ? PROXY : w->implicit ? HANDSHAKE : PLAIN;
   return SMTP_OK;
+}
+
+const char *smtp_wire_setup_error(const smtp_wire *w, smtp_error_kind *kind) {
+  if (w->has_proxy && (smtp_proxy_state(&w->proxy) & SMTP_PROXY_FAILED)) {
+    *kind = SMTP_ERR_PROXY;
+    return smtp_proxy_error(&w->proxy)->message;
+  }
+  *kind = SMTP_ERR_TLS;
+  return smtp_tls_error(&w->tls);
+}
+
+smtp_stage smtp_wire_stage(const smtp_wire *w) {
+  if (w->layer == PROXY || (w->implicit && w->layer == HANDSHAKE)) return SMTP_STAGE_CONNECT;
+  return smtp_engine_stage(&w->engine);
+}
+
+const char *smtp_wire_layer(const smtp_wire *w) {
+  static const char *const names[] = { "proxy", "plain", "handshake", "tls" };
+  return names[w->layer];
+}
+
+/* The proxy hop: its flags while it runs; 0 once the tunnel is open. */
+static unsigned proxy_step(smtp_wire *w) {
+  unsigned ps = smtp_proxy_state(&w->proxy);
+  if (ps & SMTP_PROXY_FAILED) {
+    const smtp_proxy_err *pe = smtp_proxy_error(&w->proxy);
+    char msg[320];
+    snprintf(msg, sizeof msg, "%s: %s", pe->target_failed
+             ? "the proxy could not reach the server" : "the proxy refused", pe->message);
+    smtp_engine_fail(&w->engine, SMTP_ERR_PROXY, SMTP_STAGE_CONNECT, msg);
+    return smtp_engine_state(&w->engine);
+  }
+  if (!(ps & SMTP_PROXY_DONE))
+    return (ps & SMTP_PROXY_SENDREC ? SMTP_SENDREC : 0) | (ps & SMTP_PROXY_RECVREC ? SMTP_RECVREC : 0);
+  w->left = smtp_proxy_leftover(&w->proxy, &w->left_len);
+  w->layer = w->implicit ? HANDSHAKE : PLAIN;
+  return 0;
+}
+
+/* Bytes that came with the proxy's last reply go first to the next layer. */
+static void hand_on_leftover(smtp_wire *w) {
+  size_t room = 0;
+  unsigned char *p;
+  if (w->layer == PLAIN)
+    p = (smtp_engine_state(&w->engine) & SMTP_RECVREC) ? smtp_engine_recvrec_buf(&w->engine, &room) : NULL;
+  else
+    p = smtp_tls_in_buf(&w->tls, &room);
+  if (p == NULL || room == 0) return;
+  if (room > w->left_len) room = w->left_len;
+  memcpy(p, w->left, room);
+  w->left += room;
+  w->left_len -= room;
+  if (w->layer == PLAIN) smtp_engine_recvrec_ack(&w->engine, room);
+  else smtp_tls_in_ack(&w->tls, room);
 }
 
 static unsigned handshake(smtp_wire *w) {
@@ -30,13 +93,13 @@ static unsigned handshake(smtp_wire *w) {
     return smtp_engine_state(e);
   }
   if (r == SMTP_TLS_DONE) {
-    w->tls_state = SECURE;
+    w->layer = SECURE;
     if (!w->implicit) (void)smtp_engine_tls_ready(e);
     return 0;
   }
   smtp_tls_out_buf(&w->tls, &out);
   smtp_tls_in_buf(&w->tls, &room);
-  return (out ? SMTP_SENDREC : 0) | (!out && room ? SMTP_RECVREC : 0);
+  return (out ? SMTP_SENDREC : 0) | (!out && room && !w->left_len ? SMTP_RECVREC : 0);
 }
 
 /* Plaintext out of the engine into records, records into the engine. */
@@ -68,61 +131,79 @@ static unsigned pump(smtp_wire *w) {
   }
   if (w->tls.failed)
     smtp_engine_fail(e, SMTP_ERR_TLS, smtp_engine_stage(e), smtp_tls_error(&w->tls));
-  s = smtp_engine_state(e);
+  s = smtp_engine_state(e) & ~(SMTP_SENDREC | SMTP_RECVREC);
   smtp_tls_out_buf(&w->tls, &out);
   smtp_tls_in_buf(&w->tls, &room);
-  s &= ~(SMTP_SENDREC | SMTP_RECVREC);
   if (out) s |= SMTP_SENDREC;
-  else if (room && (smtp_engine_state(e) & SMTP_RECVREC)) s |= SMTP_RECVREC;
+  else if (room && !w->left_len && (smtp_engine_state(e) & SMTP_RECVREC)) s |= SMTP_RECVREC;
   return s;
 }
 
 unsigned smtp_wire_step(smtp_wire *w) {
   unsigned s;
-  if (w->tls_state == PLAIN) {
-    s = smtp_engine_state(&w->engine);
-    if (!(s & SMTP_STARTTLS) || !w->has_tls) return s;
-    w->tls_state = HANDSHAKE;
+  if (w->layer == PROXY) {
+    s = proxy_step(w);
+    if (w->layer == PROXY) return s;
   }
-  if (w->tls_state == HANDSHAKE) {
+  if (w->left_len) hand_on_leftover(w);
+  if (w->layer == PLAIN) {
+    s = smtp_engine_state(&w->engine);
+    if ((s & SMTP_STARTTLS) && w->has_tls) {
+      w->layer = HANDSHAKE;
+    } else {
+      return w->left_len ? s & ~SMTP_RECVREC : s;
+    }
+  }
+  if (w->layer == HANDSHAKE) {
     if (smtp_engine_state(&w->engine) & SMTP_CLOSED) return smtp_engine_state(&w->engine);
     s = handshake(w);
-    if (w->tls_state == HANDSHAKE) return s;
+    if (w->layer == HANDSHAKE) return s;
   }
   return pump(w);
 }
 
 const unsigned char *smtp_wire_send_buf(smtp_wire *w, size_t *len) {
-  if (w->tls_state == PLAIN) return smtp_engine_sendrec_buf(&w->engine, len);
-  return smtp_tls_out_buf(&w->tls, len);
+  switch (w->layer) {
+    case PROXY: return smtp_proxy_sendrec_buf(&w->proxy, len);
+    case PLAIN: return smtp_engine_sendrec_buf(&w->engine, len);
+    default: return smtp_tls_out_buf(&w->tls, len);
+  }
 }
 
 void smtp_wire_send_ack(smtp_wire *w, size_t len) {
-  if (w->tls_state == PLAIN) smtp_engine_sendrec_ack(&w->engine, len);
-  else smtp_tls_out_ack(&w->tls, len);
+  switch (w->layer) {
+    case PROXY: smtp_proxy_sendrec_ack(&w->proxy, len); break;
+    case PLAIN: smtp_engine_sendrec_ack(&w->engine, len); break;
+    default: smtp_tls_out_ack(&w->tls, len); break;
+  }
 }
 
 unsigned char *smtp_wire_recv_buf(smtp_wire *w, size_t *len) {
-  if (w->tls_state == PLAIN) return smtp_engine_recvrec_buf(&w->engine, len);
-  return smtp_tls_in_buf(&w->tls, len);
+  switch (w->layer) {
+    case PROXY: return smtp_proxy_recvrec_buf(&w->proxy, len);
+    case PLAIN: return smtp_engine_recvrec_buf(&w->engine, len);
+    default: return smtp_tls_in_buf(&w->tls, len);
+  }
 }
 
 void smtp_wire_recv_ack(smtp_wire *w, size_t len) {
-  if (w->tls_state == PLAIN) smtp_engine_recvrec_ack(&w->engine, len);
-  else smtp_tls_in_ack(&w->tls, len);
+  switch (w->layer) {
+    case PROXY: smtp_proxy_recvrec_ack(&w->proxy, len); break;
+    case PLAIN: smtp_engine_recvrec_ack(&w->engine, len); break;
+    default: smtp_tls_in_ack(&w->tls, len); break;
+  }
 }
 
 void smtp_wire_recv_eof(smtp_wire *w) {
-  if (w->tls_state == PLAIN) smtp_engine_recv_eof(&w->engine);
-  else smtp_tls_in_eof(&w->tls);
-}
-
-smtp_stage smtp_wire_stage(const smtp_wire *w) {
-  if (w->implicit && w->tls_state == HANDSHAKE) return SMTP_STAGE_CONNECT;
-  return smtp_engine_stage(&w->engine);
+  switch (w->layer) {
+    case PROXY: smtp_proxy_recv_eof(&w->proxy); break;
+    case PLAIN: smtp_engine_recv_eof(&w->engine); break;
+    default: smtp_tls_in_eof(&w->tls); break;
+  }
 }
 
 void smtp_wire_free(smtp_wire *w) {
   if (w->has_tls) smtp_tls_free(&w->tls);
-  w->has_tls = 0;
+  if (w->has_proxy) smtp_proxy_clear(&w->proxy);
+  w->has_tls = w->has_proxy = 0;
 }

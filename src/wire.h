@@ -1,9 +1,11 @@
 /*
  * wire.h -- the byte pipes between a transport and the SMTP engine:
- * TLS (from the first byte, or switched on by STARTTLS) -> engine.
+ * proxy handshake -> TLS (from the first byte, or switched on by STARTTLS)
+ * -> engine.
  *
- * The transport sees only smtp_wire_*: ciphertext once TLS is on.  The
- * caller still drives the engine's commands and events on w->engine.
+ * The transport sees only smtp_wire_*: the proxy's bytes first, ciphertext
+ * once TLS is on.  The caller still drives the engine's commands and events
+ * on w->engine.
  *
  * Rules of use (MUST):
  *   - Call smtp_wire_step before using the flags or buffers and after any
@@ -16,6 +18,7 @@
 #define SMTP_WIRE_H
 
 #include "engine.h"
+#include "proxy.h"
 #include "tls.h"
 
 /* Internal to the module whatever the build system: only luaopen_* is public. */
@@ -23,20 +26,41 @@
 #pragma GCC visibility push(hidden)
 #endif
 
+/* The proxy hop: where the proxy should connect us to, and as whom. */
+typedef struct {
+  smtp_proxy_type type;
+  const char *host;        /* the SMTP server: a name, or for SOCKS4 an IPv4 literal */
+  unsigned port;
+  const char *username, *password, *domain;   /* NULL when not set */
+} smtp_wire_proxy;
+
 typedef struct {
   smtp_engine engine;
   smtp_tls tls;
+  smtp_proxy proxy;
   int has_tls;     /* TLS configured */
+  int has_proxy;   /* a proxy hop first */
   int implicit;    /* TLS from the first byte */
-  int tls_state;   /* private */
+  int layer;       /* private: which pipe the transport feeds */
+  const unsigned char *left;  /* the proxy's leftover, not yet handed on */
+  size_t left_len;
 } smtp_wire;
 
-/* Set up a session.  tls NULL: no TLS; else implicit (TLS at once) or, per
- * the engine options, STARTTLS.  Returns SMTP_OK, SMTP_EINVAL (bad EHLO
- * name), or SMTP_ESTATE when TLS cannot be set up: smtp_tls_error(&w->tls)
- * says why. */
+/* Set up a session.  proxy NULL: connected to the server itself.  tls NULL:
+ * no TLS; else implicit (TLS at once) or, per the engine options, STARTTLS.
+ * Returns SMTP_OK, SMTP_EINVAL (bad EHLO name), or SMTP_ESTATE when the
+ * proxy or TLS cannot be set up: smtp_wire_setup_error says why. */
 int smtp_wire_init(smtp_wire *w, const char *helo, unsigned engine_opts,
-                   const smtp_tls_options *tls, int implicit);
+                   const smtp_wire_proxy *proxy, const smtp_tls_options *tls,
+                   int implicit);
+
+/* After SMTP_ESTATE from smtp_wire_init: the message, and its kind in
+ * *kind (SMTP_ERR_PROXY or SMTP_ERR_TLS). */
+const char *smtp_wire_setup_error(const smtp_wire *w, smtp_error_kind *kind);
+
+/* Where the session is: "proxy", "handshake" (implicit TLS), "plain" or
+ * "tls". */
+const char *smtp_wire_layer(const smtp_wire *w);
 
 unsigned smtp_wire_step(smtp_wire *w);
 
@@ -49,8 +73,8 @@ unsigned char *smtp_wire_recv_buf(smtp_wire *w, size_t *len);
 void smtp_wire_recv_ack(smtp_wire *w, size_t len);
 void smtp_wire_recv_eof(smtp_wire *w);
 
-/* The stage for an error from outside (a timeout): "connect" while an
- * implicit TLS handshake runs, else the engine's. */
+/* The stage for an error from outside (a timeout): "connect" through the
+ * proxy hop and an implicit TLS handshake, else the engine's. */
 smtp_stage smtp_wire_stage(const smtp_wire *w);
 
 void smtp_wire_free(smtp_wire *w);

@@ -31,10 +31,6 @@ local function unavailable(o)
       message = "authentication is not available in this version yet",
       hint = "use a server that relays for you without authentication (auth = { anonymous = true })" }
   end
-  if o.proxy.type ~= "none" then
-    return errors.new { kind = "proxy", stage = "connect",
-      message = "proxies are not available in this version yet" }
-  end
   if o.protocol ~= "smtp" then
     return errors.new { kind = "protocol", stage = "connect",
       message = "LMTP is not available in this version yet" }
@@ -83,8 +79,10 @@ function Connection:__tostring()
   local o = settings[self]
   local auth = o.auth.anonymous and "anonymous" or ("as " .. (o.auth.username or "token holder"))
   local tls = o.tls.protocol == "none" and "no TLS" or o.tls.protocol .. " " .. o.tls.mode
-  return string.format("smtp.connection %s(%s:%d, %s, %s)", o.name and (o.name .. " ") or "",
-    o.address, o.port, tls, auth)
+  local via = o.proxy.type == "none" and ""
+    or string.format(" via %s proxy %s:%d", o.proxy.type, o.proxy.address, o.proxy.port)
+  return string.format("smtp.connection %s(%s:%d, %s, %s)%s", o.name and (o.name .. " ") or "",
+    o.address, o.port, tls, auth, via)
 end
 
 return M

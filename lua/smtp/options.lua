@@ -182,7 +182,21 @@ local function proxy_options(t)
     username = check_line("proxy.username", t.username),
     password = check_type("proxy.password", t.password, "string"),
   }
-  if o.type ~= "none" and not o.address then fail("proxy.address", "set for proxy type " .. o.type, nil) end
+  if o.type == "none" then return o end
+  if not o.address then fail("proxy.address", "set for proxy type " .. o.type, nil) end
+  o.port = o.port or (o.type == "http" and 8080 or 1080)
+  if o.password and not o.username then fail("proxy.username", "set when proxy.password is", nil) end
+  if o.password and o.type:find("^socks4") then
+    fail("proxy.password", "unset for " .. o.type .. " (it sends a user id only)", "(a password)")
+  end
+  if o.domain and o.type ~= "http" then
+    fail("proxy.domain", "unset for " .. o.type .. " (only HTTP proxies take one)", o.domain)
+  end
+  for _, key in ipairs({ "username", "password", "domain" }) do
+    if o[key] and (#o[key] > 255 or o[key] == "") then
+      fail("proxy." .. key, "1 to 255 octets", key == "password" and "(a password)" or o[key])
+    end
+  end
   return o
 end
 
