@@ -29,12 +29,25 @@ deps:
 demo: deps all
 	@scripts/demo.sh $(LUA)
 
-# The specs need the private Postfix instance; it is stopped whatever happens.
+# Ports of the test proxies: away from the usual ones, which a system
+# service may hold.
+PROXY_DIR ?= $(CURDIR)/.test/proxies
+export SMTP_TEST_SOCKS_PORT ?= 21080
+export SMTP_TEST_SOCKS_AUTH_PORT ?= 21081
+export SMTP_TEST_SOCKS4A_PORT ?= 21082
+export SMTP_TEST_HTTP_PORT ?= 28888
+export SMTP_TEST_HTTP_AUTH_PORT ?= 28889
+
+# The specs need the private Postfix instance and the proxies; they are
+# stopped whatever happens.
 spec: all
 	@spec/support/postfix.sh start $(POSTFIX_DIR) $(POSTFIX_PORT) >/dev/null
+	@spec/support/proxies.sh start $(PROXY_DIR) >/dev/null || \
+	  { spec/support/postfix.sh stop $(POSTFIX_DIR) >/dev/null; exit 1; }
 	@SMTP_TEST_POSTFIX_DIR=$(POSTFIX_DIR) SMTP_TEST_POSTFIX_PORT=$(POSTFIX_PORT) \
 	  $(SPEC_ENV) $(LUA) $(BUSTED) --cpath="$(CURDIR)/$(BUILD)/?.so" $(SPEC_ARGS); \
-	  rc=$$?; spec/support/postfix.sh stop $(POSTFIX_DIR) >/dev/null; exit $$rc
+	  rc=$$?; spec/support/proxies.sh stop $(PROXY_DIR) >/dev/null; \
+	  spec/support/postfix.sh stop $(POSTFIX_DIR) >/dev/null; exit $$rc
 
 test: deps
 	@$(MAKE) --no-print-directory spec
