@@ -27,7 +27,7 @@ build = {
     ["smtp.session"] = "lua/smtp/session.lua",
     ["smtp.errors"] = "lua/smtp/errors.lua",
     ["smtp.core"] = {
-      sources = { "src/lsmtp.c", "src/wire.c", "src/proxy.c", "src/tls.c", "src/engine.c", "src/reply.c", "src/net.c" },
+      sources = { "src/lsmtp.c", "src/wire.c", "src/proxy.c", "src/tls.c", "src/sasl.c", "src/engine.c", "src/reply.c", "src/net.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
       libraries = { "mbedtls", "mbedx509", "mbedcrypto" },
       incdirs = { "$(MBEDTLS_INCDIR)" },

@@ -15,8 +15,8 @@ enum phase {
 
 /* What a pending reply answers. */
 enum cmd {
-  CMD_GREETING, CMD_EHLO, CMD_HELO, CMD_STARTTLS, CMD_MAIL, CMD_RCPT, CMD_DATA,
-  CMD_END, CMD_RSET, CMD_NOOP, CMD_QUIT
+  CMD_GREETING, CMD_EHLO, CMD_HELO, CMD_STARTTLS, CMD_AUTH, CMD_MAIL, CMD_RCPT,
+  CMD_DATA, CMD_END, CMD_RSET, CMD_NOOP, CMD_QUIT
 };
 
 /* Where the current transaction stands. */
@@ -52,6 +52,7 @@ static smtp_stage stage_of(int cmd) {
     case CMD_GREETING: return SMTP_STAGE_GREETING;
     case CMD_EHLO: case CMD_HELO: return SMTP_STAGE_EHLO;
     case CMD_STARTTLS: return SMTP_STAGE_STARTTLS;
+    case CMD_AUTH: return SMTP_STAGE_AUTH;
     case CMD_RCPT: return SMTP_STAGE_RCPT;
     case CMD_DATA: case CMD_END: return SMTP_STAGE_DATA;
     case CMD_QUIT: return SMTP_STAGE_QUIT;
@@ -64,6 +65,7 @@ static smtp_stage current_stage(const smtp_engine *e) {
   if (e->phase == PH_GREETING) return SMTP_STAGE_GREETING;
   if (e->phase == PH_EHLO) return SMTP_STAGE_EHLO;
   if (e->phase == PH_STARTTLS || e->phase == PH_TLS) return SMTP_STAGE_STARTTLS;
+  if (e->auth_wait) return SMTP_STAGE_AUTH;
   if (e->txn == TXN_BODY) return SMTP_STAGE_DATA;
   return SMTP_STAGE_MAIL;
 }
@@ -349,6 +351,10 @@ static void on_reply(smtp_engine *e) {
       e->txn = TXN_NONE;
       e->mail_ok = 0;
       break;
+    case CMD_AUTH:
+      emit(e, SMTP_EV_AUTH, 0);
+      e->auth_wait = code == 334;
+      break;
     case CMD_RSET: emit(e, SMTP_EV_RSET, 0); break;
     case CMD_NOOP: emit(e, SMTP_EV_NOOP, 0); break;
     default: /* CMD_QUIT */
@@ -417,7 +423,7 @@ unsigned smtp_engine_state(const smtp_engine *e) {
   if (e->phase == PH_TLS) return s | SMTP_STARTTLS;
   if (e->pend_count > 0 && e->in_len < SMTP_IN_SIZE) s |= SMTP_RECVREC;
   if (e->txn == TXN_BODY) s |= SMTP_SENDAPP;
-  if (e->phase == PH_READY && e->pend_count == 0 &&
+  if (e->phase == PH_READY && e->pend_count == 0 && !e->auth_wait &&
       (e->txn == TXN_NONE || e->txn == TXN_FAILED))
     s |= SMTP_IDLE;
   return s;
@@ -563,6 +569,28 @@ int smtp_engine_rset(smtp_engine *e) {
     e->txn = TXN_NONE;
     e->mail_ok = 0;
   }
+  return r;
+}
+
+/* An AUTH line: RFC 4954 4 allows 12288 octets with CRLF, beyond the
+ * usual argument bound, for long initial responses (OAuth tokens). */
+static int auth_line_ok(const char *line) {
+  size_t n = strlen(line);
+  return n > 0 && n <= SMTP_AUTH_LINE_MAX && strpbrk(line, "\r\n") == NULL;
+}
+
+int smtp_engine_auth(smtp_engine *e, const char *line) {
+  if (!(smtp_engine_state(e) & SMTP_IDLE) || e->txn != TXN_NONE) return SMTP_ESTATE;
+  if (!auth_line_ok(line) || strncmp(line, "AUTH ", 5) != 0) return SMTP_EINVAL;
+  return queue(e, CMD_AUTH, 0, line);
+}
+
+int smtp_engine_auth_respond(smtp_engine *e, const char *line) {
+  int r;
+  if (!e->auth_wait || e->has_event || e->phase != PH_READY) return SMTP_ESTATE;
+  if (*line && !auth_line_ok(line)) return SMTP_EINVAL;
+  r = queue(e, CMD_AUTH, 0, line);
+  if (r == SMTP_OK) e->auth_wait = 0;
   return r;
 }
 

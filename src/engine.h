@@ -50,6 +50,7 @@
 #define SMTP_OUT_SIZE  32768u   /* output buffer: commands and body bytes */
 #define SMTP_PENDING_MAX 256u   /* commands awaiting a reply */
 #define SMTP_ARG_MAX   1024u    /* octets of one command argument */
+#define SMTP_AUTH_LINE_MAX 12286u /* an AUTH line without CRLF (RFC 4954 4) */
 
 /* Return codes of the command functions. */
 #define SMTP_OK      0
@@ -88,6 +89,8 @@ typedef enum {
   SMTP_EV_EHLO,         /* reply to EHLO (2xx: capabilities parsed; else HELO follows) */
   SMTP_EV_HELO,         /* reply to HELO, after EHLO was refused */
   SMTP_EV_STARTTLS,     /* reply to STARTTLS */
+  SMTP_EV_AUTH,         /* reply in an AUTH exchange: 334 wants a response,
+                           235 succeeded, anything else failed */
   SMTP_EV_MAIL,         /* reply to MAIL FROM */
   SMTP_EV_RCPT,         /* reply to RCPT TO; index = the recipient's ordinal from 0 */
   SMTP_EV_DATA,         /* reply to DATA (354 = body wanted) */
@@ -159,6 +162,7 @@ typedef struct smtp_engine {
   int mail_ok;
   int body_bol, body_cr;   /* dot-stuffer: at beginning of line; a CR pending */
   int tls_done;            /* STARTTLS completed */
+  int auth_wait;           /* a 334 came: smtp_engine_auth_respond is due */
 } smtp_engine;
 
 /* Prepare e for a new session.  helo is the name for EHLO/HELO (no CR, LF,
@@ -207,6 +211,15 @@ size_t smtp_engine_body(smtp_engine *e, const unsigned char *p, size_t len);
 /* While SMTP_SENDAPP: end the body (CRLF if the last line lacks one, then
  * "."). SMTP_AGAIN when there is no room yet. */
 int smtp_engine_body_end(smtp_engine *e);
+
+/* Start SASL authentication (only when SMTP_IDLE and between
+ * transactions): line is the whole command, "AUTH MECH" or "AUTH MECH
+ * initial-response", at most SMTP_AUTH_LINE_MAX octets.  Each reply is an
+ * SMTP_EV_AUTH event; after a 334 event is acknowledged, answer it with
+ * smtp_engine_auth_respond (the line may be empty, or "*" to cancel).
+ * The session is not SMTP_IDLE until the exchange ends. */
+int smtp_engine_auth(smtp_engine *e, const char *line);
+int smtp_engine_auth_respond(smtp_engine *e, const char *line);
 
 /* RSET (resets a transaction begun with smtp_engine_mail, even one that
  * failed), NOOP, QUIT.  Only when SMTP_IDLE, or for RSET also mid-envelope. */

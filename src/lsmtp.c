@@ -8,6 +8,9 @@
  */
 #include <string.h>
 
+#include <mbedtls/entropy.h>
+#include <mbedtls/platform_util.h>
+
 #include "compat.h"
 #include "net.h"
 #include "wire.h"
@@ -134,6 +137,51 @@ static int wire_new(lua_State *L) {
   return 1;
 }
 
+/* Fresh randomness for a SASL nonce, from mbedTLS's entropy sources. */
+static int random_bytes(unsigned char *out, size_t n) {
+  mbedtls_entropy_context ctx;
+  int r;
+  mbedtls_entropy_init(&ctx);
+  r = mbedtls_entropy_func(&ctx, out, n);
+  mbedtls_entropy_free(&ctx);
+  return r;
+}
+
+/* auth(mechanism, user, secret, domain, host, port) -> true | nil, message */
+static int wire_auth(lua_State *L) {
+  smtp_wire *w = check_wire(L);
+  smtp_sasl_mech mech = smtp_sasl_mech_from_name(luaL_checkstring(L, 2));
+  size_t ulen, slen;
+  const char *user = luaL_optlstring(L, 3, "", &ulen);
+  const char *secret = luaL_checklstring(L, 4, &slen);
+  const char *domain = luaL_optstring(L, 5, NULL);
+  const char *host = luaL_checkstring(L, 6);
+  unsigned port = (unsigned)luaL_checkinteger(L, 7);
+  unsigned char rnd[32];
+  int r;
+  luaL_argcheck(L, mech != SMTP_SASL_NONE, 2, "unknown SASL mechanism");
+  if (random_bytes(rnd, sizeof rnd) != 0) return luaL_error(L, "no entropy for a SASL nonce");
+  r = smtp_wire_auth(w, mech, user, ulen, secret, slen, domain, host, port, rnd);
+  mbedtls_platform_zeroize(rnd, sizeof rnd);
+  if (r == SMTP_ESTATE) return luaL_error(L, "AUTH: not allowed in this state of the session");
+  if (r != SMTP_OK) {
+    lua_pushnil(L);
+    lua_pushstring(L, smtp_wire_auth_error(w));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* auth_detail() -> what the server explained of a failed exchange, status */
+static int wire_auth_detail(lua_State *L) {
+  const char *status;
+  const char *detail = smtp_wire_auth_detail(check_wire(L), &status);
+  lua_pushstring(L, detail);
+  lua_pushstring(L, status);
+  return 2;
+}
+
 static int wire_layer(lua_State *L) {
   lua_pushstring(L, smtp_wire_layer(check_wire(L)));
   return 1;
@@ -203,7 +251,7 @@ static int engine_eof(lua_State *L) {
 }
 
 static const char *const event_names[] = {
-  "?", "greeting", "ehlo", "helo", "starttls", "mail", "rcpt", "data", "message", "rset",
+  "?", "greeting", "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "message", "rset",
   "noop", "quit"
 };
 
@@ -386,6 +434,7 @@ static int wire_tls(lua_State *L) {
 
 static const luaL_Reg engine_methods[] = {
   { "tls", wire_tls }, { "free", wire_free }, { "layer", wire_layer },
+  { "auth", wire_auth }, { "auth_detail", wire_auth_detail },
   { "action", engine_action }, { "output", engine_output }, { "sent", engine_sent },
   { "room", engine_room }, { "feed", engine_feed }, { "eof", engine_eof },
   { "event", engine_event }, { "mail", engine_mail }, { "rcpt", engine_rcpt },

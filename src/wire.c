@@ -6,7 +6,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <mbedtls/platform_util.h>
+
 enum { PROXY, PLAIN, HANDSHAKE, SECURE };
+
+static unsigned wire_step(smtp_wire *w);
 
 int smtp_wire_init(smtp_wire *w, const char *helo, unsigned engine_opts,
                    const smtp_wire_proxy *proxy, const smtp_tls_options *tls,
@@ -139,7 +143,101 @@ static unsigned pump(smtp_wire *w) {
   return s;
 }
 
+/* The end of an exchange: keep what the server explained, drop the keys. */
+static void auth_end(smtp_wire *w) {
+  snprintf(w->auth_detail, sizeof w->auth_detail, "%s", smtp_sasl_detail(&w->sasl));
+  snprintf(w->auth_status, sizeof w->auth_status, "%s", smtp_sasl_detail_status(&w->sasl));
+  smtp_sasl_wipe(&w->sasl);
+  mbedtls_platform_zeroize(w->auth_out, sizeof w->auth_out);
+  w->has_sasl = 0;
+}
+
+static void auth_fail(smtp_wire *w, smtp_error_kind kind, const char *what) {
+  snprintf(w->auth_error, sizeof w->auth_error, "%s: %s", what,
+           smtp_sasl_strerror(smtp_sasl_error(&w->sasl)));
+  smtp_engine_fail(&w->engine, kind, SMTP_STAGE_AUTH, w->auth_error);
+  auth_end(w);
+}
+
+/* Answer the server's 334s, and check its 235, without the caller.
+ * Returns 1 when it acted on the pending event. */
+static int auth_step(smtp_wire *w) {
+  smtp_engine *e = &w->engine;
+  const smtp_event *ev = smtp_engine_event(e);
+  const smtp_reply *r = ev->reply;
+  size_t n;
+  int rc;
+  if (ev->kind != SMTP_EV_AUTH) return 0;
+  if (r->code == 334) {
+    rc = smtp_sasl_step(&w->sasl, r->text, r->text_len, w->auth_out, sizeof w->auth_out, &n);
+    if (rc == SMTP_SASL_ESIGNATURE || rc == SMTP_SASL_ESERVER) {
+      auth_fail(w, SMTP_ERR_AUTH, "the server failed to prove it knows the password");
+    } else if (rc != SMTP_SASL_OK) {
+      auth_fail(w, SMTP_ERR_PROTOCOL, "the server's AUTH challenge makes no sense");
+    } else {
+      smtp_engine_event_ack(e);
+      (void)smtp_engine_auth_respond(e, w->auth_out);
+      mbedtls_platform_zeroize(w->auth_out, n);
+    }
+    return 1;
+  }
+  if (r->code / 100 == 2 && smtp_sasl_finish(&w->sasl, r->text, r->text_len) != SMTP_SASL_OK)
+    auth_fail(w, SMTP_ERR_AUTH, "the server failed to prove it knows the password");
+  else
+    auth_end(w);   /* the event stays for the caller */
+  return 1;
+}
+
+int smtp_wire_auth(smtp_wire *w, smtp_sasl_mech mech, const char *user, size_t user_len,
+                   const char *secret, size_t secret_len, const char *domain,
+                   const char *host, unsigned port, const unsigned char random[32]) {
+  static const char prefix[] = "AUTH ";
+  const char *name = smtp_sasl_mech_name(mech);
+  size_t n, len;
+  int rc;
+  w->auth_error[0] = w->auth_detail[0] = w->auth_status[0] = '\0';
+  if (!(smtp_engine_state(&w->engine) & SMTP_IDLE)) return SMTP_ESTATE;
+  rc = smtp_sasl_start(&w->sasl, mech, user, user_len, secret, secret_len, domain, host, port, random);
+  if (rc == SMTP_SASL_OK)
+    rc = smtp_sasl_initial(&w->sasl, w->auth_out + sizeof prefix - 1 + strlen(name) + 1,
+                           sizeof w->auth_out - sizeof prefix - strlen(name) - 1, &n);
+  if (rc != SMTP_SASL_OK) {
+    snprintf(w->auth_error, sizeof w->auth_error, "%s", smtp_sasl_strerror(rc));
+    smtp_sasl_wipe(&w->sasl);
+    return SMTP_EINVAL;
+  }
+  w->has_sasl = 1;
+  /* "AUTH MECH IR"; an IR too long for the line waits for an empty 334. */
+  len = sizeof prefix - 1 + strlen(name);
+  memcpy(w->auth_out, prefix, sizeof prefix - 1);
+  memcpy(w->auth_out + sizeof prefix - 1, name, strlen(name));
+  if (n > 0 && len + 1 + n <= SMTP_AUTH_LINE_MAX) {
+    w->auth_out[len] = ' ';
+    len += 1 + n;
+  }
+  w->auth_out[len] = '\0';
+  rc = smtp_engine_auth(&w->engine, w->auth_out);
+  mbedtls_platform_zeroize(w->auth_out, sizeof w->auth_out);
+  if (rc != SMTP_OK) auth_end(w);
+  return rc;
+}
+
+const char *smtp_wire_auth_error(const smtp_wire *w) {
+  return w->auth_error;
+}
+
+const char *smtp_wire_auth_detail(const smtp_wire *w, const char **status) {
+  *status = w->auth_status;
+  return w->auth_detail;
+}
+
 unsigned smtp_wire_step(smtp_wire *w) {
+  unsigned s = wire_step(w);
+  if (w->has_sasl && (s & SMTP_EVENT) && auth_step(w)) s = wire_step(w);
+  return s;
+}
+
+static unsigned wire_step(smtp_wire *w) {
   unsigned s;
   if (w->layer == PROXY) {
     s = proxy_step(w);
@@ -205,5 +303,6 @@ void smtp_wire_recv_eof(smtp_wire *w) {
 void smtp_wire_free(smtp_wire *w) {
   if (w->has_tls) smtp_tls_free(&w->tls);
   if (w->has_proxy) smtp_proxy_clear(&w->proxy);
+  if (w->has_sasl) auth_end(w);
   w->has_tls = w->has_proxy = 0;
 }

@@ -19,6 +19,7 @@
 
 #include "engine.h"
 #include "proxy.h"
+#include "sasl.h"
 #include "tls.h"
 
 /* Internal to the module whatever the build system: only luaopen_* is public. */
@@ -44,6 +45,11 @@ typedef struct {
   int layer;       /* private: which pipe the transport feeds */
   const unsigned char *left;  /* the proxy's leftover, not yet handed on */
   size_t left_len;
+  smtp_sasl sasl;
+  int has_sasl;    /* an AUTH exchange runs */
+  char auth_out[SMTP_SASL_OUT_MAX];  /* the response being sent */
+  char auth_error[160];              /* why the exchange failed on our side */
+  char auth_detail[SMTP_SASL_DETAIL_MAX + 1], auth_status[64];
 } smtp_wire;
 
 /* Set up a session.  proxy NULL: connected to the server itself.  tls NULL:
@@ -72,6 +78,23 @@ void smtp_wire_send_ack(smtp_wire *w, size_t len);
 unsigned char *smtp_wire_recv_buf(smtp_wire *w, size_t *len);
 void smtp_wire_recv_ack(smtp_wire *w, size_t len);
 void smtp_wire_recv_eof(smtp_wire *w);
+
+/* Authenticate (only when the engine is SMTP_IDLE): starts the SASL
+ * mechanism and sends AUTH; the wire then answers every 334 itself, so
+ * the caller sees one SMTP_EV_AUTH event, the final reply (235 or a
+ * failure).  A SCRAM server that cannot prove it knows the password, or a
+ * challenge that makes no sense, closes the session (kinds auth and
+ * protocol).  random: 32 bytes from a good source.  Returns SMTP_OK, or
+ * SMTP_EINVAL with smtp_wire_auth_error saying why (an empty password,
+ * SASLprep). */
+int smtp_wire_auth(smtp_wire *w, smtp_sasl_mech mech, const char *user, size_t user_len,
+                   const char *secret, size_t secret_len, const char *domain,
+                   const char *host, unsigned port, const unsigned char random[32]);
+const char *smtp_wire_auth_error(const smtp_wire *w);
+
+/* After a failed exchange: what the server explained in its challenge
+ * (XOAUTH2's JSON, SCRAM's e=), and its status ("401"), or "". */
+const char *smtp_wire_auth_detail(const smtp_wire *w, const char **status);
 
 /* The stage for an error from outside (a timeout): "connect" through the
  * proxy hop and an implicit TLS handshake, else the engine's. */

@@ -41,7 +41,7 @@ static session S;               /* ~300 KiB: not on the stack */
 static const char *event_name(smtp_event_kind k)
 {
   static const char *const names[] = {
-    "?", "greeting", "ehlo", "helo", "starttls", "mail", "rcpt", "data", "message",
+    "?", "greeting", "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "message",
     "rset", "noop", "quit"
   };
   return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";

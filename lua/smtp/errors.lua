@@ -34,6 +34,28 @@ local hints = {
   { kind = "proxy", find = "proxy cannot connect", hint = "check proxy.address and proxy.port, and that the "
       .. "proxy is running" },
   { kind = "proxy", hint = "check the proxy settings (type, address, port, credentials) and the proxy's log" },
+  { kind = "auth", find = "Application-specific password required",
+    hint = "Gmail wants an app password (Google Account > Security > App passwords) or OAuth2 (auth.token)" },
+  { kind = "auth", find = "Username and Password not accepted",
+    hint = "Gmail refused the login: use an app password (with 2-Step Verification on) or OAuth2 (auth.token)" },
+  { kind = "auth", find = "SmtpClientAuthentication is disabled",
+    hint = "Microsoft 365 has SMTP AUTH off for this mailbox: enable Authenticated SMTP for it, or use OAuth2 "
+      .. "(auth.token)" },
+  { kind = "auth", enhanced = "5.7.139", hint = "Microsoft 365 refused basic authentication: enable SMTP AUTH "
+      .. "for the mailbox (or the tenant's security defaults block it), or use OAuth2 (auth.token)" },
+  { kind = "auth", enhanced = "5.7.3", hint = "Microsoft refused the login: check the password, enable SMTP AUTH "
+      .. "for the mailbox, or use OAuth2 (auth.token)" },
+  { kind = "auth", find = "said: {", hint = "the OAuth2 token was refused: it may have expired or lack the scope "
+      .. "for SMTP (Gmail: https://mail.google.com/, Microsoft 365: SMTP.Send); get a fresh access token" },
+  { kind = "auth", code = 530, find = "STARTTLS", hint = "the server wants TLS first: set tls (STARTTLS is "
+      .. "the default)" },
+  { kind = "auth", code = 530, hint = "the server accepts mail only from authenticated clients: set auth "
+      .. "(username and password, or token)" },
+  { kind = "auth", code = 534, hint = "the server wants a stronger mechanism or a login in a browser first "
+      .. "(Gmail: use an app password or OAuth2)" },
+  { kind = "auth", code = 538, hint = "this mechanism needs an encrypted session: use TLS" },
+  { kind = "auth", code = 454, hint = "a temporary authentication failure on the server: try again later" },
+  { kind = "auth", code = 535, hint = "check auth.username and auth.password (or the token)" },
   { kind = "tls", find = "plaintext", hint = "this port speaks plaintext SMTP first: use tls.mode = \"explicit\" "
       .. "(STARTTLS), usually on port 587 or 25; implicit TLS is usually port 465" },
   { kind = "tls", find = "does not offer STARTTLS",

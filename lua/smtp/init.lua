@@ -26,11 +26,6 @@ local settings = setmetatable({}, { __mode = "k" })
 
 -- Features whose options exist but that this version does not do yet.
 local function unavailable(o)
-  if not o.auth.anonymous then
-    return errors.new { kind = "auth", stage = "auth",
-      message = "authentication is not available in this version yet",
-      hint = "use a server that relays for you without authentication (auth = { anonymous = true })" }
-  end
   if o.protocol ~= "smtp" then
     return errors.new { kind = "protocol", stage = "connect",
       message = "LMTP is not available in this version yet" }

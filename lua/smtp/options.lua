@@ -153,6 +153,22 @@ local function tls_options(t)
   return o
 end
 
+local PASSWORD_MECHANISMS = { "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "LOGIN", "CRAM-MD5", "NTLM" }
+local TOKEN_MECHANISMS = { "OAUTHBEARER", "XOAUTH2" }
+
+local function check_mechanisms(list, token)
+  if list == nil then return nil end
+  if type(list) ~= "table" or #list == 0 then fail("auth.mechanisms", "a non-empty list of SASL mechanisms", list) end
+  local allowed = token and TOKEN_MECHANISMS or PASSWORD_MECHANISMS
+  local out = {}
+  for i, m in ipairs(list) do
+    local name = type(m) == "string" and m:upper() or m
+    check_enum("auth.mechanisms[" .. i .. "]", name, allowed)
+    out[i] = name
+  end
+  return out
+end
+
 local function auth_options(t)
   if t == nil then return { anonymous = true } end
   if type(t) ~= "table" then fail("auth", "a table", t) end
@@ -163,11 +179,36 @@ local function auth_options(t)
     password = check_type("auth.password", t.password, "string"),
     domain = check_line("auth.domain", t.domain),
     token = check_type("auth.token", t.token, "string"),
-    mechanisms = check_type("auth.mechanisms", t.mechanisms, "table"),
-    allow_insecure = check_type("auth.allow_insecure", t.allow_insecure, "boolean"),
+    allow_insecure = check_type("auth.allow_insecure", t.allow_insecure, "boolean") or false,
   }
   if o.anonymous == nil then o.anonymous = o.username == nil and o.token == nil end
+  if o.anonymous then
+    if o.username or o.password or o.token then
+      fail("auth.anonymous", "false (or unset) when credentials are given", true)
+    end
+    return o
+  end
+  if o.password and o.token then
+    fail("auth.token", "unset when auth.password is set (one or the other)", "(a token)")
+  end
+  if o.password == "" then fail("auth.password", "a non-empty string", "(an empty password)") end
+  if o.token == "" then fail("auth.token", "a non-empty string", "(an empty token)") end
+  if not o.password and not o.token then fail("auth.password", "set (or auth.token for OAuth2)", nil) end
+  if o.password and (o.username or "") == "" then fail("auth.username", "set with auth.password", o.username) end
+  o.mechanisms = check_mechanisms(t.mechanisms, o.token ~= nil)
   return o
+end
+
+-- The mechanisms to try, strongest first, when auth.mechanisms is not set.
+-- A Windows domain brings NTLM forward: it is how on-premises Exchange
+-- knows domain accounts.
+function M.mechanisms(auth)
+  if auth.mechanisms then return auth.mechanisms end
+  if auth.token then return TOKEN_MECHANISMS end
+  if auth.domain or (auth.username or ""):find("\\", 1, true) then
+    return { "SCRAM-SHA-256", "SCRAM-SHA-1", "NTLM", "PLAIN", "LOGIN", "CRAM-MD5" }
+  end
+  return PASSWORD_MECHANISMS
 end
 
 local function proxy_options(t)
@@ -268,6 +309,10 @@ function M.normalize(t, presets)
     o.port = tls.protocol == "none" and 25 or tls.mode == "implicit" and 465 or 587
   end
   if o.pipelining == nil then o.pipelining = true end
+  if not o.auth.anonymous and tls.protocol == "none" and not o.auth.allow_insecure then
+    error("smtp.connection: auth: credentials are never sent without TLS; use TLS (the default) "
+      .. "or set auth.allow_insecure = true for a trusted network", 3)
+  end
   return o
 end
 

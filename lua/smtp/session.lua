@@ -5,6 +5,7 @@
 local core = require "smtp.core"
 local errors = require "smtp.errors"
 local message = require "smtp.message"
+local options = require "smtp.options"
 
 local M = {}
 
@@ -50,6 +51,8 @@ function Session:on_event(kind, index, code, enhanced, text)
       self.report.timings.ehlo = now - self.mark
       self.mark = now
     end
+  elseif kind == "auth" then
+    self.auth_reply = r
   elseif kind == "rcpt" then
     self.txn.rcpt[index] = r
   elseif self.txn and (kind == "mail" or kind == "data" or kind == "message") then
@@ -68,6 +71,11 @@ function Session:step()
     if self.trace then
       if self.in_body then
         self.trace("C", "[" .. #out .. " bytes of message]")
+      elseif self.in_auth then
+        -- What goes out during AUTH is credentials, however encoded.
+        for line in out:gmatch("(.-)\r\n") do
+          self.trace("C", line:match("^AUTH %S+") and (line:match("^AUTH %S+") .. " [redacted]") or "[redacted]")
+        end
       else
         trace_lines(self.trace, "C", out)
       end
@@ -135,7 +143,9 @@ local function is_ok(r) return r and r.code >= 200 and r.code < 300 end
 -- The receipt, or the error that explains why the message was not sent.
 local function verdict(txn, m, bytes)
   local function refused(stage, r, text)
-    return nil, errors.new { kind = "rejected", stage = stage, code = r.code, enhanced = r.enhanced,
+    -- 530: "authentication required" (RFC 4954 6), whatever the command.
+    return nil, errors.new { kind = r.code == 530 and "auth" or "rejected", stage = stage, code = r.code,
+      enhanced = r.enhanced,
       message = text or r.message, accepted = txn.accepted, rejected = txn.rejected }
   end
   if txn.mail and not is_ok(txn.mail) then return refused("mail", txn.mail) end
@@ -269,8 +279,62 @@ function Session:__tostring()
     self.report.port, self.closed and " (closed)" or "")
 end
 
--- Connect and run the session to ready: greeting and EHLO (or HELO).
--- Returns the session, or nil, err, report.
+local function words(s)
+  local t = {}
+  for w in (s or ""):gmatch("%S+") do t[#t + 1] = w:upper() end
+  return t
+end
+
+-- AUTH with the strongest mechanism both sides know; credentials only over
+-- TLS unless the user allowed otherwise.
+function Session:authenticate(o)
+  local auth, eng = o.auth, self.engine
+  local offered = words(eng:caps().auth)
+  local wanted = options.mechanisms(auth)
+  local secure = self.report.tls ~= nil
+  if not secure and not auth.allow_insecure then
+    return nil, errors.new { kind = "auth", stage = "auth",
+      message = "credentials are never sent without TLS, and this session is not encrypted",
+      hint = "the server did not offer STARTTLS: use tls.mode = \"explicit\" to require it, or set "
+        .. "auth.allow_insecure = true on a network you trust" }
+  end
+  local mech
+  for _, m in ipairs(wanted) do
+    for _, have in ipairs(offered) do
+      if have == m and not mech then mech = m end
+    end
+  end
+  if not mech then
+    return nil, errors.new { kind = "auth", stage = "auth",
+      message = string.format("No authentication method enabled from those supported by the server "
+        .. "(the server offers: %s; configured: %s)", #offered > 0 and table.concat(offered, " ") or "none",
+        table.concat(wanted, " ")),
+      hint = #offered == 0 and "the server offers no AUTH at all: it may not need it (auth = { anonymous = true }),"
+        .. " or it offers AUTH only after STARTTLS or on another port (587)"
+        or "allow one of the server's mechanisms in auth.mechanisms" }
+  end
+  local t0 = core.clock()
+  local ok, why = eng:auth(mech, auth.username, auth.password or auth.token, auth.domain, o.address, o.port)
+  if not ok then
+    return nil, errors.new { kind = "auth", stage = "auth", message = mech .. ": " .. why }
+  end
+  self.in_auth = true
+  local a, err = self:run()
+  self.in_auth = false
+  if not a then return nil, err end
+  local r = self.auth_reply
+  self.report.auth = { mechanism = mech, offered = offered, time = core.clock() - t0 }
+  if r.code < 200 or r.code >= 300 then
+    local detail, status = eng:auth_detail()
+    return nil, errors.new { kind = "auth", stage = "auth", code = r.code, enhanced = r.enhanced,
+      message = r.message .. (detail ~= "" and (" (" .. mech .. " said: " .. detail .. ")") or ""),
+      status = status ~= "" and status or nil, mechanism = mech }
+  end
+  return true
+end
+
+-- Connect and run the session to ready: greeting and EHLO (or HELO), and
+-- AUTH when credentials are set.  Returns the session, or nil, err, report.
 -- Where the transport connects, and what the proxy (if any) is to reach.
 -- SOCKS4 carries only IPv4 addresses, so only it resolves locally: the
 -- others hand the name to the proxy and nothing is looked up here.
@@ -328,6 +392,14 @@ function M.open(o)
     return nil, err, report
   end
   report.pipelining = o.pipelining and s.engine:caps().pipelining or false
+  if not o.auth.anonymous then
+    local ok
+    ok, err = s:authenticate(o)
+    if not ok then
+      s:close()
+      return nil, err, report
+    end
+  end
   report.timings.total = core.clock() - t0
   return s
 end
