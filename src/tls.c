@@ -133,7 +133,14 @@ static int load_client_cert(smtp_tls *t, const smtp_tls_options *o) {
     set_error(t, "cannot load tls.key", ret);
     return -1;
   }
-  ret = mbedtls_ssl_conf_own_cert(&t->conf, &t->cert, &t->key);
+  /* mbedtls_ssl_conf_own_cert takes any key: a wrong one would only show
+   * as a handshake the server breaks off. */
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+  ret = mbedtls_pk_check_pair(&t->cert.pk, &t->key, mbedtls_ctr_drbg_random, &t->drbg);
+#else
+  ret = mbedtls_pk_check_pair(&t->cert.pk, &t->key);
+#endif
+  if (ret == 0) ret = mbedtls_ssl_conf_own_cert(&t->conf, &t->cert, &t->key);
   if (ret != 0) {
     set_error(t, "tls.certificate and tls.key do not match", ret);
     return -1;
