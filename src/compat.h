@@ -8,17 +8,11 @@
 #include <lauxlib.h>
 
 #if LUA_VERSION_NUM < 502
+/* LuaJIT 2.1 has some of these already. */
+#ifndef luaL_newlib
 #define luaL_newlib(L, l) (lua_newtable(L), luaL_register(L, NULL, l))
+#endif
 #define luaL_setfuncs(L, l, n) luaL_register(L, NULL, l)
-static void *compat_testudata(lua_State *L, int i, const char *tname) {
-  void *p = lua_touserdata(L, i);
-  if (p == NULL || !lua_getmetatable(L, i)) return NULL;
-  luaL_getmetatable(L, tname);
-  if (!lua_rawequal(L, -1, -2)) p = NULL;
-  lua_pop(L, 2);
-  return p;
-}
-#define luaL_testudata compat_testudata
 #define luaL_setmetatable(L, tname) (luaL_getmetatable(L, tname), lua_setmetatable(L, -2))
 #endif
 
