@@ -4,7 +4,8 @@
 # one command to run.
 set -e
 PKGS="gcc make clang libclang-rt-14-dev lua5.4 liblua5.4-dev luarocks lua-busted lua-check
-      libmbedtls-dev python3-aiosmtpd postfix valgrind openssl ca-certificates dante-server tinyproxy"
+      libmbedtls-dev python3-aiosmtpd postfix valgrind openssl ca-certificates dante-server tinyproxy
+      sasl2-bin libsasl2-modules libsasl2-modules-db"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

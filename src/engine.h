@@ -19,8 +19,9 @@
  *
  * Rules of use (MUST):
  *   - Call smtp_engine_init before anything else.
- *   - Write what SMTP_SENDREC offers before anything else; an event MUST be
- *     acknowledged before more input is parsed.
+ *   - Write what SMTP_SENDREC offers before reading more (SMTP_RECVREC is
+ *     not offered meanwhile); an event MUST be acknowledged before more
+ *     input is parsed, and may be handled before or after writing.
  *   - A length passed to an _ack is > 0 and <= what the matching _buf gave.
  *   - Call smtp_engine_recv_eof when the transport reports end of stream.
  * Errors stay set: once SMTP_CLOSED is set, smtp_engine_last_error tells why

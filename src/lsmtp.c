@@ -21,8 +21,7 @@
 /* ---- wire and engine ---- */
 
 static smtp_wire *check_wire(lua_State *L) {
-  smtp_wire *w = (smtp_wire *)luaL_checkudata(L, 1, WIRE_MT);
-  return w;
+  return (smtp_wire *)luaL_checkudata(L, 1, WIRE_MT);
 }
 
 static smtp_engine *check_engine(lua_State *L) {
@@ -192,12 +191,26 @@ static int wire_free(lua_State *L) {
   return 0;
 }
 
-/* The one thing the driver should do next, by priority. */
+/* take_plain() -> the SMTP sent since the last call, in the clear (its
+ * first 4 KiB), and how many octets it was.  The first call starts the tap. */
+static int wire_take_plain(lua_State *L) {
+  smtp_wire *w = check_wire(L);
+  size_t len, total;
+  const unsigned char *p = smtp_wire_tap_take(w, &len, &total);
+  w->tapping = 1;
+  lua_pushlstring(L, (const char *)p, len);
+  lua_pushinteger(L, (lua_Integer)total);
+  return 2;
+}
+
+/* The one thing the driver should do next, by priority.  Events first:
+ * they need no I/O, and a trace then shows a reply before the command it
+ * prompted. */
 static int engine_action(lua_State *L) {
   unsigned s = smtp_wire_step(check_wire(L));
   const char *a;
-  if (s & SMTP_SENDREC) a = "write";
-  else if (s & SMTP_EVENT) a = "event";
+  if (s & SMTP_EVENT) a = "event";
+  else if (s & SMTP_SENDREC) a = "write";
   else if (s & SMTP_CLOSED) a = "closed";
   else if (s & SMTP_SENDAPP) a = "body";
   else if (s & SMTP_IDLE) a = "ready";
@@ -435,6 +448,7 @@ static int wire_tls(lua_State *L) {
 static const luaL_Reg engine_methods[] = {
   { "tls", wire_tls }, { "free", wire_free }, { "layer", wire_layer },
   { "auth", wire_auth }, { "auth_detail", wire_auth_detail },
+  { "take_plain", wire_take_plain },
   { "action", engine_action }, { "output", engine_output }, { "sent", engine_sent },
   { "room", engine_room }, { "feed", engine_feed }, { "eof", engine_eof },
   { "event", engine_event }, { "mail", engine_mail }, { "rcpt", engine_rcpt },

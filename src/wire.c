@@ -53,6 +53,21 @@ const char *smtp_wire_layer(const smtp_wire *w) {
   return names[w->layer];
 }
 
+static void tap(smtp_wire *w, const unsigned char *p, size_t n) {
+  size_t room = sizeof w->tap - w->tap_len;
+  if (!w->tapping) return;
+  memcpy(w->tap + w->tap_len, p, n < room ? n : room);
+  w->tap_len += n < room ? n : room;
+  w->tap_total += n;
+}
+
+const unsigned char *smtp_wire_tap_take(smtp_wire *w, size_t *len, size_t *total) {
+  *len = w->tap_len;
+  *total = w->tap_total;
+  w->tap_len = w->tap_total = 0;
+  return w->tap;
+}
+
 /* The proxy hop: its flags while it runs; 0 once the tunnel is open. */
 static unsigned proxy_step(smtp_wire *w) {
   unsigned ps = smtp_proxy_state(&w->proxy);
@@ -115,6 +130,7 @@ static unsigned pump(smtp_wire *w) {
     const unsigned char *p = smtp_engine_sendrec_buf(e, &len);
     size_t n = smtp_tls_write(&w->tls, p, len);
     if (n == 0) break;
+    tap(w, p, n);
     smtp_engine_sendrec_ack(e, n);
     s = smtp_engine_state(e);
   }
@@ -269,9 +285,13 @@ const unsigned char *smtp_wire_send_buf(smtp_wire *w, size_t *len) {
 }
 
 void smtp_wire_send_ack(smtp_wire *w, size_t len) {
+  size_t n;
   switch (w->layer) {
     case PROXY: smtp_proxy_sendrec_ack(&w->proxy, len); break;
-    case PLAIN: smtp_engine_sendrec_ack(&w->engine, len); break;
+    case PLAIN:
+      tap(w, smtp_engine_sendrec_buf(&w->engine, &n), len);
+      smtp_engine_sendrec_ack(&w->engine, len);
+      break;
     default: smtp_tls_out_ack(&w->tls, len); break;
   }
 }

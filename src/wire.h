@@ -50,6 +50,9 @@ typedef struct {
   char auth_out[SMTP_SASL_OUT_MAX];  /* the response being sent */
   char auth_error[160];              /* why the exchange failed on our side */
   char auth_detail[SMTP_SASL_DETAIL_MAX + 1], auth_status[64];
+  int tapping;                       /* keep a copy of what the engine sends */
+  unsigned char tap[4096];
+  size_t tap_len, tap_total;
 } smtp_wire;
 
 /* Set up a session.  proxy NULL: connected to the server itself.  tls NULL:
@@ -95,6 +98,13 @@ const char *smtp_wire_auth_error(const smtp_wire *w);
 /* After a failed exchange: what the server explained in its challenge
  * (XOAUTH2's JSON, SCRAM's e=), and its status ("401"), or "". */
 const char *smtp_wire_auth_detail(const smtp_wire *w, const char **status);
+
+/* A trace of the dialogue: once tapping is set, the wire keeps the SMTP
+ * the engine sends, in the clear, as it leaves the engine (so neither TLS
+ * records nor the proxy's bytes).  smtp_wire_tap_take lends what came since
+ * the last take (the first 4096 octets of it) and *total counts all of it;
+ * the next take starts afresh. */
+const unsigned char *smtp_wire_tap_take(smtp_wire *w, size_t *len, size_t *total);
 
 /* The stage for an error from outside (a timeout): "connect" through the
  * proxy hop and an implicit TLS handshake, else the engine's. */

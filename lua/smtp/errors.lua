@@ -34,6 +34,8 @@ local hints = {
   { kind = "proxy", find = "proxy cannot connect", hint = "check proxy.address and proxy.port, and that the "
       .. "proxy is running" },
   { kind = "proxy", hint = "check the proxy settings (type, address, port, credentials) and the proxy's log" },
+  { kind = "auth", find = "said: {", hint = "the OAuth2 token was refused: it may have expired or lack the scope "
+      .. "for SMTP (Gmail: https://mail.google.com/, Microsoft 365: SMTP.Send); get a fresh access token" },
   { kind = "auth", find = "Application-specific password required",
     hint = "Gmail wants an app password (Google Account > Security > App passwords) or OAuth2 (auth.token)" },
   { kind = "auth", find = "Username and Password not accepted",
@@ -45,8 +47,6 @@ local hints = {
       .. "for the mailbox (or the tenant's security defaults block it), or use OAuth2 (auth.token)" },
   { kind = "auth", enhanced = "5.7.3", hint = "Microsoft refused the login: check the password, enable SMTP AUTH "
       .. "for the mailbox, or use OAuth2 (auth.token)" },
-  { kind = "auth", find = "said: {", hint = "the OAuth2 token was refused: it may have expired or lack the scope "
-      .. "for SMTP (Gmail: https://mail.google.com/, Microsoft 365: SMTP.Send); get a fresh access token" },
   { kind = "auth", code = 530, find = "STARTTLS", hint = "the server wants TLS first: set tls (STARTTLS is "
       .. "the default)" },
   { kind = "auth", code = 530, hint = "the server accepts mail only from authenticated clients: set auth "
@@ -79,6 +79,8 @@ local hints = {
       .. "raise timeout, or check address and port" },
   { kind = "closed", stage = "data", hint = "the message was not delivered; send it again" },
   { kind = "closed", hint = "the server ended the session; try again later" },
+  { kind = "protocol", stage = "auth", hint = "the server's side of the AUTH exchange made no sense: try another "
+      .. "mechanism with auth.mechanisms" },
   { kind = "protocol", hint = "the server's answer was not valid SMTP: check that address and port "
       .. "are those of an SMTP server, and the TLS mode" },
   { code = 552, hint = "the message is too large for the server; send a smaller one" },

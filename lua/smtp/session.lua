@@ -16,9 +16,23 @@ local function reply(code, enhanced, text)
   return { code = code, enhanced = enhanced ~= "" and enhanced or nil, message = text }
 end
 
-local function trace_lines(trace, direction, text)
-  for line in (text .. "\n"):gmatch("(.-)\r?\n") do
-    if line ~= "" then trace(direction, line) end
+-- What the client sent, as the dialogue shows it: command lines from the
+-- wire's tap (in the clear, never TLS records or the proxy's bytes), AUTH
+-- payloads redacted, the message itself summed up.
+function Session:trace_sent()
+  local out, total = self.engine:take_plain()
+  if total == 0 then return end
+  if self.in_body then
+    self.trace("C", "[" .. total .. " bytes of message]")
+    return
+  end
+  for line in out:gmatch("(.-)\r\n") do
+    if self.in_auth then
+      local verb = line:match("^AUTH %S+")
+      self.trace("C", verb and verb .. " [redacted]" or "[redacted]")
+    elseif line ~= "" then
+      self.trace("C", line)
+    end
   end
 end
 
@@ -57,6 +71,7 @@ function Session:on_event(kind, index, code, enhanced, text)
     self.txn.rcpt[index] = r
   elseif self.txn and (kind == "mail" or kind == "data" or kind == "message") then
     self.txn[kind] = r
+    if kind == "message" then self.in_body = false end
   end
 end
 
@@ -68,20 +83,9 @@ function Session:step()
   local a = eng:action()
   if a == "write" then
     local out = eng:output()
-    if self.trace then
-      if self.in_body then
-        self.trace("C", "[" .. #out .. " bytes of message]")
-      elseif self.in_auth then
-        -- What goes out during AUTH is credentials, however encoded.
-        for line in out:gmatch("(.-)\r\n") do
-          self.trace("C", line:match("^AUTH %S+") and (line:match("^AUTH %S+") .. " [redacted]") or "[redacted]")
-        end
-      else
-        trace_lines(self.trace, "C", out)
-      end
-    end
     local ok, kind, msg = tcp:write(out, self.timeout)
     if ok then eng:sent(#out) else eng:fail(kind, msg) end
+    if self.trace then self:trace_sent() end
   elseif a == "event" then
     self:on_event(eng:event())
   elseif a == "read" then
@@ -222,7 +226,6 @@ function Session:deliver(m)
       end
     end
     if a then r, err = self:command("body_end") end
-    self.in_body = false
     if r and a then a, err = self:run() end
   end
   if not a then return nil, err end
@@ -379,6 +382,7 @@ function M.open(o)
     tcp = tcp, timeout = o.timeout, report = report, trace = o.trace, name = o.name,
     charset = o.charset, mark = now,
   }, Session)
+  if o.trace then wire:take_plain() end
   local a
   a, err = s:run()
   report.tls = s:tls_report(tls)

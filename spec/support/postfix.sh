@@ -23,8 +23,23 @@
 #   PORT+6  wrongname  implicit TLS with certs/wrongname.pem (wrong.example.test)
 #   PORT+7  selfsigned implicit TLS with certs/selfsigned.pem
 #   PORT+8  otherca    implicit TLS with certs/otherca-server.pem (another CA)
+#   PORT+9  plainauth  plaintext, no STARTTLS, AUTH offered (auth.allow_insecure)
 # Mail that came over TLS gets "(using TLSv1.x with cipher ...)" in its
 # Received header.
+#
+# AUTH (SMTP AUTH through Cyrus SASL) is offered on starttls (after STARTTLS
+# only), implicit and plainauth, with PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1
+# SCRAM-SHA-256 NTLM (all in Debian's libsasl2-modules). DIR/sasl holds
+# smtpd.conf (Postfix's cyrus_sasl_config_path points there) and the sasldb
+# with these users, in the realm example.test (smtpd_sasl_local_domain, so
+# "alice" and "alice@example.test" are the same user; server.lua's
+# postfix().users has the same names):
+#   alice  alice-secret-pw   ASCII password
+#   bob    pässwörd          UTF-8 password (NFC: SASLprep leaves it as is)
+# For NTLM give the domain in upper case (EXAMPLE): Cyrus upper-cases the
+# one it hashes. A message sent by an authenticated client names the user in
+# its Received header ("Authenticated sender: alice"). Authenticated or not,
+# a client may send only to @example.test and @localhost: nothing relays.
 set -euo pipefail
 PATH=$PATH:/usr/sbin
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -88,6 +103,17 @@ smtpd_soft_error_limit = 1000
 
 smtpd_relay_restrictions = reject_unauth_destination
 
+# SASL: Cyrus with the sasldb in DIR/sasl (see write_sasl), enabled only on
+# the ports whose master.cf entry says so; over TLS only, but on plainauth.
+smtpd_sasl_auth_enable = no
+smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd
+cyrus_sasl_config_path = $dir/sasl
+smtpd_sasl_local_domain = example.test
+smtpd_sasl_security_options = noanonymous
+smtpd_sasl_authenticated_header = yes
+smtpd_tls_auth_only = yes
+
 # TLS: offered only on the ports whose master.cf entry sets a security
 # level (none here, so the plain port stays plaintext); see the port map.
 test_certs = $dir/certs
@@ -119,8 +145,8 @@ write_master_cf() {
         # The TLS ports; keep in step with the map at the top.
         local implicit='-o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt'
         local chain="-o smtpd_tls_chain_files=\$test_certs/"
-        smtpd_service $((port + 1)) -o smtpd_tls_security_level=may
-        smtpd_service $((port + 2)) "$implicit"
+        smtpd_service $((port + 1)) -o smtpd_tls_security_level=may -o smtpd_sasl_auth_enable=yes
+        smtpd_service $((port + 2)) "$implicit" -o smtpd_sasl_auth_enable=yes
         smtpd_service $((port + 3)) -o smtpd_tls_security_level=may \
             -o smtpd_tls_protocols=\$test_tls12_only -o smtpd_tls_mandatory_protocols=\$test_tls12_only
         smtpd_service $((port + 4)) "$implicit" -o smtpd_tls_ask_ccert=yes -o smtpd_tls_req_ccert=yes \
@@ -129,6 +155,7 @@ write_master_cf() {
         smtpd_service $((port + 6)) "$implicit" "${chain}wrongname.key,\$test_certs/wrongname.pem"
         smtpd_service $((port + 7)) "$implicit" "${chain}selfsigned.key,\$test_certs/selfsigned.pem"
         smtpd_service $((port + 8)) "$implicit" "${chain}otherca-server.key,\$test_certs/otherca-server.pem"
+        smtpd_service $((port + 9)) -o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=no
         cat <<'EOF'
 cleanup    unix  n - n -   0 cleanup
 qmgr       unix  n - n 300 1 qmgr
@@ -150,6 +177,32 @@ postlog    unix-dgram n - n - 1 postlogd
 tlsmgr     unix  - - n 1000? 1 tlsmgr
 EOF
     } > "$dir/master.cf"
+}
+
+# The SASL users of the port map, as "user password" lines.
+sasl_users() {
+    printf '%s\n' 'alice alice-secret-pw' 'bob pässwörd'
+}
+
+# Cyrus SASL's configuration for Postfix's smtpd, and the sasldb with the
+# users, readable by smtpd (it runs as postfix, unchrooted).
+write_sasl() {
+    local dir=$1 user password
+    rm -rf "$dir/sasl"
+    mkdir -p "$dir/sasl"
+    cat > "$dir/sasl/smtpd.conf" <<EOF
+pwcheck_method: auxprop
+auxprop_plugin: sasldb
+sasldb_path: $dir/sasl/sasldb2
+mech_list: PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 NTLM
+EOF
+    while read -r user password; do
+        printf '%s' "$password" | saslpasswd2 -c -p -f "$dir/sasl/sasldb2" -u example.test "$user" \
+            || die "saslpasswd2 could not add $user to $dir/sasl/sasldb2"
+    done < <(sasl_users)
+    chgrp -R postfix "$dir/sasl"
+    chmod 750 "$dir/sasl"
+    chmod 640 "$dir/sasl/smtpd.conf" "$dir/sasl/sasldb2"
 }
 
 stop_instance() {
@@ -182,6 +235,25 @@ await_banner() {
     [[ $banner == 220* ]]
 }
 
+# AUTH with every mechanism of the port map on plainauth, so that "started"
+# means Cyrus found its plugins and the sasldb.
+await_sasl() {
+    local port=$1 line mechs='' m
+    exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+    read -r -t 10 line <&3 || return 1
+    printf 'EHLO localhost\r\n' >&3
+    while read -r -t 10 line <&3; do
+        line=${line%$'\r'}
+        [[ $line == 250[-\ ]AUTH\ * ]] && mechs=${line#250?AUTH }
+        [[ $line == 250\ * ]] && break
+    done
+    printf 'QUIT\r\n' >&3
+    exec 3>&-
+    for m in PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 NTLM; do
+        [[ " $mechs " == *" $m "* ]] || { echo "AUTH on port $port offers \"$mechs\", not $m" >&2; return 1; }
+    done
+}
+
 # A handshake on every TLS port, so that "started" means each smtpd loaded
 # its certificate; then the log must hold no TLS warning or error.
 await_tls() {
@@ -212,6 +284,7 @@ start_instance() {
     "$here/certs.sh" "$dir/certs" || die "certs.sh $dir/certs failed"
     chown postfix "$dir/data"
     chown nobody:"$(id -gn nobody)" "$dir/mail"
+    write_sasl "$dir"
     write_main_cf "$dir"
     write_master_cf "$dir" "$port"
     # Postfix waits two seconds for a main.cf modified just now to settle.
@@ -223,11 +296,14 @@ $(log_tail "$dir")"
 $(log_tail "$dir")"
     await_tls "$dir" "$port" || die "TLS does not work on ports $((port + 1))-$((port + 8)); see $dir/maillog:
 $(log_tail "$dir")"
+    await_sasl $((port + 9)) || die "AUTH does not work on port $((port + 9)); see $dir/maillog:
+$(log_tail "$dir")"
 }
 
 [[ $# -ge 2 ]] || usage
 [[ $EUID -eq 0 ]] || die "must run as root (Postfix's master needs it)"
 command -v postfix >/dev/null || die "postfix is not installed (apt-get install postfix)"
+command -v saslpasswd2 >/dev/null || die "saslpasswd2 is not installed (apt-get install sasl2-bin)"
 case $1 in
     start)
         [[ $# -eq 3 && $3 =~ ^[0-9]+$ ]] || usage

@@ -10,9 +10,26 @@
 --     { host, port (= ports.plain), domain, certs (the directory certs.sh
 --     filled: ca.pem, server.pem, client.pem, ...), ports = { plain,
 --     starttls, implicit, tls12, clientcert, expired, wrongname, selfsigned,
---     otherca } } (see the port map at the top of postfix.sh)
+--     otherca, plainauth }, users = { plain = { username, password } (ASCII),
+--     utf8 = { username, password } (a UTF-8 password) }, ntlm_domain,
+--     mechanisms (what AUTH offers, in its order) } (see the port map and
+--     the SASL notes at the top of postfix.sh)
 --   server.postfix_wait(needle) -- raw text of the delivered message
 --   server.postfix_inbox()      -- raw texts of all messages delivered so far
+--
+--   server.proxies()            -- the shared proxies from proxies.sh:
+--     { host = "127.0.0.1", dir (proxies.sh's DIR: configs, logs), user,
+--       password, ports = { socks (danted: SOCKS4 and SOCKS5, no
+--       authentication), socks_auth (danted: SOCKS5, username/password),
+--       socks4a (socks4a.py: SOCKS4 and 4a), http (tinyproxy: CONNECT),
+--       http_auth (tinyproxy: CONNECT with Basic authentication) } }, from
+--     the environment make spec sets (SMTP_TEST_*_PORT, SMTP_TEST_PROXY_USER,
+--     SMTP_TEST_PROXY_PASSWORD, SMTP_TEST_PROXY_DIR), with its defaults
+--   server.socks4a_log()        -- socks4a.py's log records so far, in order
+--     ({ userid, host, port, name, mode, result }: see socks4a.py)
+--   server.socks4a { mode = "close" }
+--                               -- a private socks4a.py in that --mode, on a
+--     free port: { host, port, pid, log (its log file) }, and :stop()
 --
 -- Script keys for start() (all optional; the default is a well-behaved ESMTP
 -- server):
@@ -51,12 +68,44 @@
 --                    server waits for a handshake; needs cert, key) | "strip"
 --                    (not offered, as a downgrading middlebox would; 502 if
 --                    sent anyway)
+--   auth             AUTH (RFC 4954), offered in EHLO as "AUTH <mechanisms>";
+--                    without it AUTH is answered 503. A table of:
+--     mechanisms     offered and served, default { "PLAIN", "LOGIN" }; served:
+--                    PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2
+--                    OAUTHBEARER (others offered are answered 504)
+--     offer          "always" (default) | "tls" (only after TLS) | "never"
+--     users          { [username] = password } for the password mechanisms
+--     tokens         { "token", ... }: the bearer tokens XOAUTH2 and
+--                    OAUTHBEARER accept; any other gets a 334 with the JSON
+--                    error (error, default Gmail's {"status":"401",...} for
+--                    XOAUTH2, {"status":"invalid_token",...} for OAUTHBEARER;
+--                    a table or a string), then after the client's answer
+--                    the failure reply
+--     replies        { ok = "235 ...", fail = "535 ..." }: the final replies
+--     reply          a final reply to every AUTH, at once (after the initial
+--                    response, before any challenge), or after challenges
+--     challenges     { "334 ...", ... }: raw lines sent in turn (each waits
+--                    for the client's line), then reply or the failure reply
+--     endless        true or a "334 ..." line: sent after every response
+--                    (1000 times at most, then the failure reply)
+--     scram          { signature = "good" | "bad" | "none", final =
+--                    "challenge" (v= in a 334) | "inline" (in the 235),
+--                    iterations = 4096, nonce = server nonce part }
+--     required       true: MAIL before a successful AUTH gets 530 5.7.0
+--     hang           true: never answer AUTH
 --
 -- Records (tables, in order): { type = "connect"|"disconnect", conn = n },
 -- { type = "tls", conn, version ("TLSv1.2", ...), cipher } once a handshake
 -- (implicit, or after STARTTLS) is done, { type = "command", conn, line
 -- (without CRLF), pipelined (more bytes were already buffered behind it),
--- tls (true once encrypted, else absent) }, and for each accepted message
+-- tls (true once encrypted, else absent) }, for each AUTH exchange { type =
+-- "auth", conn, mechanism, initial (the initial response, decoded), steps =
+-- { { challenge (the 334 line sent), raw (the client's line), response
+-- (decoded; absent when not base64) }, ... }, fields (XOAUTH2 and
+-- OAUTHBEARER: the key=value pairs, auth = "Bearer <token>", host, port),
+-- user, reply (the final reply), success, tls, closed (the client hung up
+-- in mid-exchange) } -- secrets in clear: test data only -- and for each
+-- accepted message
 -- { type = "message", conn, mail_from, mail_options, rcpt_tos, rcpt_options
 -- (one list per accepted recipient), ehlo, data (body after dot-unstuffing,
 -- through the CRLF before the final dot), wire (the bytes after the 354
@@ -202,10 +251,15 @@ function server.postfix()
     error("the test Postfix is not running; start it with "
       .. "spec/support/postfix.sh start " .. dir .. " " .. port, 2)
   end
-  -- The port map of postfix.sh.
+  -- The port map and the SASL users of postfix.sh.
   return { host = "127.0.0.1", port = port, domain = "example.test", certs = dir .. "/certs",
     ports = { plain = port, starttls = port + 1, implicit = port + 2, tls12 = port + 3, clientcert = port + 4,
-      expired = port + 5, wrongname = port + 6, selfsigned = port + 7, otherca = port + 8 } }
+      expired = port + 5, wrongname = port + 6, selfsigned = port + 7, otherca = port + 8,
+      plainauth = port + 9 },
+    users = { plain = { username = "alice", password = "alice-secret-pw" },
+      utf8 = { username = "bob", password = "p\195\164ssw\195\182rd" } },
+    ntlm_domain = "EXAMPLE",
+    mechanisms = { "PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "NTLM" } }
 end
 
 local function maildir_files(dir)
@@ -250,6 +304,88 @@ function server.postfix_wait(needle, timeout)
   error(string.format("postfix_wait: no message containing %q in %s after %d s;"
     .. " %d there, subjects:\n%s\nend of %s/maillog:\n%s", needle, inbox,
     timeout or 15, #seen, table.concat(seen, "\n"), dir, table.concat(log, "\n")), 2)
+end
+
+-- The test proxies of proxies.sh.  The defaults are the Makefile's, which
+-- exports them to proxies.sh and the specs alike.
+local function proxy_dir()
+  local repo = here:match("^(.*)/spec/support$") or (here .. "/../..")
+  return os.getenv("SMTP_TEST_PROXY_DIR") or (repo .. "/.test/proxies")
+end
+
+local function env_port(name, default)
+  return tonumber(os.getenv(name) or default)
+end
+
+function server.proxies()
+  local dir = proxy_dir()
+  for _, name in ipairs({ "danted-socks", "danted-socks-auth", "socks4a", "tinyproxy-http",
+                          "tinyproxy-http-auth" }) do
+    local pid = (read_file(dir .. "/" .. name .. ".pid") or ""):match("%d+")
+    if not pid or not succeeds("kill -0 " .. pid .. " 2>/dev/null") then
+      error("the test proxies are not running (no live " .. name .. " in " .. dir .. "); "
+        .. "make spec starts them, or spec/support/proxies.sh start " .. dir
+        .. " (with the SMTP_TEST_*_PORT of make spec)", 2)
+    end
+  end
+  return {
+    host = "127.0.0.1", dir = dir,
+    user = os.getenv("SMTP_TEST_PROXY_USER") or "smtptest",
+    password = os.getenv("SMTP_TEST_PROXY_PASSWORD") or "smtptest-proxy-pw",
+    ports = {
+      socks = env_port("SMTP_TEST_SOCKS_PORT", 21080),
+      socks_auth = env_port("SMTP_TEST_SOCKS_AUTH_PORT", 21081),
+      socks4a = env_port("SMTP_TEST_SOCKS4A_PORT", 21082),
+      http = env_port("SMTP_TEST_HTTP_PORT", 28888),
+      http_auth = env_port("SMTP_TEST_HTTP_AUTH_PORT", 28889),
+    },
+  }
+end
+
+local function json_lines(path)
+  local records = {}
+  -- A last line without its newline is still being written.
+  for line in (read_file(path) or ""):gmatch("([^\n]*)\n") do
+    records[#records + 1] = json.decode(line)
+  end
+  return records
+end
+
+function server.socks4a_log()
+  return json_lines(proxy_dir() .. "/socks4a.log")
+end
+
+local Socks4a = {}
+Socks4a.__index = Socks4a
+
+function server.socks4a(opts)
+  opts = opts or {}
+  local log = os.tmpname()
+  local python = os.getenv("SMTP_TEST_PYTHON") or "/usr/bin/python3"
+  -- exec: the pipe's other end is socks4a.py itself (see server.start).
+  local pipe = assert(io.popen(table.concat({ "exec", quote(python), quote(here .. "/socks4a.py"),
+    "--port 0 --log", quote(log), "--mode", quote(opts.mode or "relay") }, " "), "r"))
+  local line = pipe:read("*l")
+  local port, pid = (line or ""):match("^PORT (%d+) PID (%d+)$")
+  if not port then
+    pipe:close()
+    os.remove(log)
+    error("socks4a.py did not start (said " .. tostring(line) .. "; see stderr)", 2)
+  end
+  return setmetatable({ host = "127.0.0.1", port = tonumber(port), pid = tonumber(pid), pipe = pipe,
+    log = log }, Socks4a)
+end
+
+function Socks4a:records()
+  return json_lines(self.log)
+end
+
+function Socks4a:stop()
+  if not self.pid then return end
+  os.execute("kill " .. self.pid .. " 2>/dev/null")
+  self.pipe:close()
+  os.remove(self.log)
+  self.pid = nil
 end
 
 return server

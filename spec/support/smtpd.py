@@ -19,7 +19,10 @@ escape, which spec/support/json.lua turns back into that byte.
 import argparse
 import asyncio
 import base64
+import binascii
 import collections
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -41,6 +44,21 @@ RCPT_PARAMS = {"NOTIFY": "DSN", "ORCPT": "DSN"}
 STARTTLS_MODES = (None, "ok", "refuse", "inject", "strip")
 # "inject": the 220 and, in the same write, replies to commands not yet sent.
 INJECTED = b"220 2.0.0 Ready to start TLS\r\n250-injected\r\n250 ok\r\n"
+
+# AUTH: the default mechanisms offered, the final replies, and the errors an
+# OAuth2 server puts in its 334 challenge (Gmail's for XOAUTH2, RFC 7628's
+# for OAUTHBEARER).
+AUTH_MECHANISMS = ["PLAIN", "LOGIN"]
+AUTH_OK = "235 2.7.0 Authentication successful"
+AUTH_FAIL = "535 5.7.8 Error: authentication failed"
+OAUTH_ERRORS = {
+    "XOAUTH2": {"status": "401", "schemes": "bearer",
+                "scope": "https://mail.google.com/"},
+    "OAUTHBEARER": {"status": "invalid_token", "schemes": "bearer",
+                    "scope": "https://mail.google.com/"},
+}
+# Answers to an endless challenge loop before the server gives up itself.
+AUTH_ENDLESS_MAX = 1000
 
 
 def text(raw):
@@ -84,6 +102,16 @@ class Script:
         if self.starttls not in STARTTLS_MODES:
             raise SystemExit("smtpd.py: unknown starttls mode %r" % self.starttls)
         self.implicit = bool(script.get("implicit"))
+        self.auth = script.get("auth")
+        if self.auth is not None:
+            self.auth = dict(self.auth)
+            self.auth.setdefault("mechanisms", AUTH_MECHANISMS)
+            self.auth["mechanisms"] = [m.upper() for m in self.auth["mechanisms"]]
+            self.auth.setdefault("users", {})
+            self.auth.setdefault("tokens", [])
+            self.auth.setdefault("replies", {})
+            if self.auth.get("offer", "always") not in ("always", "tls", "never"):
+                raise SystemExit("smtpd.py: unknown auth.offer %r" % self.auth["offer"])
 
     def reply(self, trigger, default):
         return self.replies.get(trigger, default)
@@ -148,7 +176,8 @@ class ScriptedSMTP(SMTP):
         # MAIL and RCPT parameters may lengthen those lines (RFC 5321 4.5.3.1.4).
         self.command_size_limits = collections.defaultdict(
             lambda: self.command_size_limit,
-            MAIL=self.line_length_limit, RCPT=self.line_length_limit)
+            MAIL=self.line_length_limit, RCPT=self.line_length_limit,
+            AUTH=12288)     # RFC 4954 4: an AUTH line with its initial response
         self.script = script
         self.recorder = recorder
         self.conn = None
@@ -284,6 +313,11 @@ class ScriptedSMTP(SMTP):
             reply = "500 5.5.1 Command unrecognized"
         else:
             lines = [HOSTNAME] + script.extensions
+            auth = script.auth
+            offer = auth and auth.get("offer", "always")
+            if offer == "always" or (offer == "tls" and self.tls):
+                if auth["mechanisms"]:
+                    lines.append("AUTH " + " ".join(auth["mechanisms"]))
             if script.starttls in ("ok", "refuse", "inject") and not self.tls:
                 lines.append("STARTTLS")
             if mode == "long_line":
@@ -314,6 +348,263 @@ class ScriptedSMTP(SMTP):
             # after an injection): aiosmtpd would wait on the dead stream.
             self.connection_lost(None)
 
+    # AUTH (RFC 4954), scripted by the "auth" key: see server.lua.  The
+    # exchange is recorded decoded, secrets and all (test data only).
+
+    async def smtp_AUTH(self, arg):
+        auth = self.script.auth
+        if auth is None:
+            return await self.push("503 5.5.1 Error: authentication not enabled")
+        if not self.session.extended_smtp:
+            return await self.push("503 5.5.1 Error: send EHLO first")
+        if self.session.authenticated:
+            return await self.push("503 5.5.1 Error: already authenticated")
+        if not arg:
+            return await self.push("501 5.5.4 Syntax: AUTH mechanism")
+        mechanism, _, initial = arg.partition(" ")
+        mechanism = mechanism.upper()
+        self.auth_record = dict(mechanism=mechanism, steps=[])
+        if self.tls:
+            self.auth_record["tls"] = True
+        initial = initial.strip()
+        if initial:
+            decoded = self.unbase64(initial)
+            if decoded is None:
+                return await self.auth_end("501 5.5.2 Cannot decode the initial response")
+            self.auth_record["initial"] = decoded
+            initial = decoded
+        else:
+            initial = None
+        if auth.get("hang"):
+            self.record("auth", **self.auth_record)
+            return await self.hang()
+        if auth.get("challenges"):
+            for challenge in auth["challenges"]:
+                if await self.challenge(challenge) is None:
+                    return
+            return await self.auth_end(auth.get("reply") or self.failed())
+        if auth.get("reply"):
+            return await self.auth_end(auth["reply"])
+        if auth.get("endless"):
+            return await self.endless_auth(auth["endless"])
+        handler = {"PLAIN": self.auth_plain, "LOGIN": self.auth_login,
+                   "CRAM-MD5": self.auth_cram_md5, "XOAUTH2": self.auth_oauth,
+                   "OAUTHBEARER": self.auth_oauth,
+                   "SCRAM-SHA-1": self.auth_scram,
+                   "SCRAM-SHA-256": self.auth_scram}.get(mechanism)
+        if handler is None or mechanism not in auth["mechanisms"]:
+            return await self.auth_end("504 5.5.4 Unrecognized authentication type")
+        await handler(mechanism, initial)
+
+    @staticmethod
+    def unbase64(line):
+        """The text a base64 line stands for ("=" is empty), or None."""
+        if line == "=":
+            return ""
+        try:
+            return text(base64.b64decode(line.encode("ascii", "surrogateescape"),
+                                         validate=True))
+        except (binascii.Error, ValueError):
+            return None
+
+    def failed(self):
+        return self.script.auth["replies"].get("fail", AUTH_FAIL)
+
+    async def auth_end(self, reply, user=None):
+        """Record the exchange and send its final reply."""
+        ok = reply.startswith("2")
+        if ok:
+            self.session.authenticated = True
+        self.auth_record.update(reply=reply, success=ok)
+        if user is not None:
+            self.auth_record["user"] = user
+        self.record("auth", **self.auth_record)
+        await self.push(reply)
+
+    async def challenge(self, line):
+        """Send a 334 line; the client's response decoded, or None when the
+        exchange is over (cancelled with "*", or not base64: replied to)."""
+        await self.push(line)
+        try:
+            raw = await self.stream.readuntil(b"\n")
+        except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError) as e:
+            # The client went away in mid-exchange.
+            self.auth_record["steps"].append(dict(challenge=line))
+            self.auth_record["closed"] = True
+            self.record("auth", **self.auth_record)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            await self.hang()
+        raw = text(raw.rstrip(b"\r\n"))
+        step = dict(challenge=line, raw=raw)
+        self.auth_record["steps"].append(step)
+        if raw == "*":
+            await self.auth_end("501 5.7.0 Authentication aborted")
+            return None
+        decoded = self.unbase64(raw) if raw else ""
+        if decoded is None:
+            await self.auth_end("501 5.5.2 Cannot decode response")
+            return None
+        step["response"] = decoded
+        return decoded
+
+    @staticmethod
+    def b64(data):
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        return base64.b64encode(data).decode("ascii")
+
+    async def verdict(self, user, password):
+        good = self.script.auth["users"].get(user)
+        if good is not None and hmac.compare_digest(good.encode("utf-8", "surrogateescape"),
+                                                    password.encode("utf-8", "surrogateescape")):
+            return await self.auth_end(self.script.auth["replies"].get("ok", AUTH_OK), user)
+        await self.auth_end(self.failed(), user)
+
+    async def auth_plain(self, mechanism, initial):
+        if initial is None:
+            initial = await self.challenge("334 ")
+            if initial is None:
+                return
+        parts = initial.split("\0")
+        if len(parts) != 3:
+            return await self.auth_end("501 5.5.2 Malformed PLAIN response")
+        await self.verdict(parts[1], parts[2])
+
+    async def auth_login(self, mechanism, initial):
+        user = initial
+        if user is None:
+            user = await self.challenge("334 VXNlcm5hbWU6")     # "Username:"
+            if user is None:
+                return
+        password = await self.challenge("334 UGFzc3dvcmQ6")     # "Password:"
+        if password is not None:
+            await self.verdict(user, password)
+
+    async def auth_cram_md5(self, mechanism, initial):
+        if initial is not None:
+            return await self.auth_end("501 5.5.2 CRAM-MD5 takes no initial response")
+        nonce = "<%s.%d@%s>" % (os.urandom(8).hex(), os.getpid(), HOSTNAME)
+        response = await self.challenge("334 " + self.b64(nonce))
+        if response is None:
+            return
+        user, _, digest = response.rpartition(" ")
+        password = self.script.auth["users"].get(user)
+        if password is not None:
+            want = hmac.new(password.encode("utf-8"), nonce.encode("ascii"), "md5").hexdigest()
+            if hmac.compare_digest(want, digest):
+                return await self.auth_end(self.script.auth["replies"].get("ok", AUTH_OK), user)
+        await self.auth_end(self.failed(), user)
+
+    @staticmethod
+    def oauth_fields(mechanism, message):
+        """XOAUTH2's "user=U^Aauth=Bearer T^A^A" or OAUTHBEARER's
+        "n,a=U,^Ahost=H^Aport=P^Aauth=Bearer T^A^A" as (user, fields), or
+        None when it does not parse."""
+        if not message.endswith("\x01\x01"):
+            return None
+        user = None
+        if mechanism == "OAUTHBEARER":
+            gs2, sep, message = message.partition("\x01")
+            header = gs2.split(",")
+            if not sep or len(header) != 3 or header[0] not in ("n", "y") or header[2]:
+                return None
+            if header[1].startswith("a="):
+                user = header[1][2:].replace("=2C", ",").replace("=3D", "=")
+        fields = {}
+        for pair in message[:-2].split("\x01"):
+            key, sep, value = pair.partition("=")
+            if not sep:
+                return None
+            fields[key] = value
+        if mechanism == "XOAUTH2":
+            user = fields.pop("user", None)
+        return user, fields
+
+    async def auth_oauth(self, mechanism, initial):
+        auth = self.script.auth
+        if initial is None:
+            initial = await self.challenge("334 ")
+            if initial is None:
+                return
+        parsed = self.oauth_fields(mechanism, initial)
+        if parsed is None:
+            return await self.auth_end("501 5.5.2 Malformed %s response" % mechanism)
+        user, fields = parsed
+        bearer = fields.get("auth", "")
+        token = bearer[7:] if bearer.startswith("Bearer ") else None
+        self.auth_record.update(fields=fields)
+        if token is not None and token in auth["tokens"]:
+            return await self.auth_end(auth["replies"].get("ok", AUTH_OK), user)
+        error = auth.get("error", OAUTH_ERRORS[mechanism])
+        if isinstance(error, dict):
+            error = json.dumps(error, separators=(",", ":"))
+        if await self.challenge("334 " + self.b64(error)) is not None:
+            await self.auth_end(self.failed(), user)
+
+    async def auth_scram(self, mechanism, initial):
+        """RFC 5802 without channel binding; auth.scram = { signature =
+        "good" | "bad" | "none", final = "challenge" | "inline",
+        iterations = n, nonce = "server nonce" } bends it."""
+        auth = self.script.auth
+        opts = auth.get("scram") or {}
+        digest = "sha1" if mechanism == "SCRAM-SHA-1" else "sha256"
+        if initial is None:
+            initial = await self.challenge("334 ")
+            if initial is None:
+                return
+        header, sep, first_bare = initial.partition(",,")
+        attrs = dict(a.split("=", 1) for a in first_bare.split(",") if "=" in a)
+        if not sep or header not in ("n", "y") or "n" not in attrs or "r" not in attrs:
+            return await self.auth_end("501 5.5.2 Malformed SCRAM client-first message")
+        user = attrs["n"].replace("=2C", ",").replace("=3D", "=")
+        salt = os.urandom(16)
+        iterations = int(opts.get("iterations", 4096))
+        nonce = attrs["r"] + opts.get("nonce", os.urandom(12).hex())
+        server_first = "r=%s,s=%s,i=%d" % (nonce, self.b64(salt), iterations)
+        final = await self.challenge("334 " + self.b64(server_first))
+        if final is None:
+            return
+        without_proof, _, proof = final.rpartition(",p=")
+        fattrs = dict(a.split("=", 1) for a in without_proof.split(",") if "=" in a)
+        password = auth["users"].get(user)
+        if password is None or fattrs.get("r") != nonce:
+            return await self.auth_end(self.failed(), user)
+        salted = hashlib.pbkdf2_hmac(digest, password.encode("utf-8"), salt, iterations)
+        client_key = hmac.new(salted, b"Client Key", digest).digest()
+        stored_key = hashlib.new(digest, client_key).digest()
+        message = ",".join([first_bare, server_first, without_proof]).encode("utf-8", "surrogateescape")
+        signature = hmac.new(stored_key, message, digest).digest()
+        want = bytes(a ^ b for a, b in zip(client_key, signature))
+        try:
+            got = base64.b64decode(proof, validate=True)
+        except binascii.Error:
+            got = b""
+        if not hmac.compare_digest(want, got):
+            return await self.auth_end(self.failed(), user)
+        server_key = hmac.new(salted, b"Server Key", digest).digest()
+        server_signature = hmac.new(server_key, message, digest).digest()
+        if opts.get("signature", "good") == "bad":
+            server_signature = bytes([server_signature[0] ^ 1]) + server_signature[1:]
+        ok = auth["replies"].get("ok", AUTH_OK)
+        if opts.get("signature") == "none":
+            return await self.auth_end(ok, user)
+        server_final = self.b64("v=" + self.b64(server_signature))
+        if opts.get("final", "challenge") == "inline":
+            return await self.auth_end("235 " + server_final, user)
+        if await self.challenge("334 " + server_final) is not None:
+            await self.auth_end(ok, user)
+
+    async def endless_auth(self, line):
+        """334 after every response, until the client gives up (or
+        AUTH_ENDLESS_MAX answers, to stay bounded)."""
+        if line is True:
+            line = "334 " + self.b64("again")
+        for _ in range(AUTH_ENDLESS_MAX):
+            if await self.challenge(line) is None:
+                return
+        await self.auth_end(self.failed())
+
     async def endless_ehlo(self):
         n = 0
         while True:
@@ -325,6 +616,9 @@ class ScriptedSMTP(SMTP):
     async def smtp_MAIL(self, arg):
         if await self.check_helo_needed():
             return
+        auth = self.script.auth
+        if auth and auth.get("required") and not self.session.authenticated:
+            return await self.push("530 5.7.0 Authentication required")
         if self.envelope.mail_from is not None:
             return await self.push("503 5.5.1 Error: nested MAIL command")
         address, params = self.parse_path(arg, "FROM:", MAIL_PARAMS)
