@@ -241,6 +241,14 @@ local function proxy_options(t)
   return o
 end
 
+-- transport: unset (the built-in socket), the name of one that ships with
+-- smtp, or a table with a connect function (README, "Transports").
+local function transport(t)
+  if t == nil or t == "builtin" then return require "smtp.transport.builtin" end
+  if type(t) == "table" and type(t.connect) == "function" then return t end
+  fail("transport", 'unset, "builtin", or a table with a connect function', t)
+end
+
 -- Presets fill in what the user left out; explicit keys win.
 local function merge(preset, t)
   local o = {}
@@ -289,9 +297,7 @@ function M.normalize(t, presets)
     pipelining = check_type("pipelining", t.pipelining, "boolean"),
   }
   if not o.address then fail("address", "the server's host name or IP address", nil) end
-  if o.transport ~= nil then
-    fail("transport", "left unset: this version has only the built-in transport", o.transport)
-  end
+  o.transport = transport(o.transport)
   if o.timeout == nil then
     o.timeout = 60
   elseif type(o.timeout) ~= "number" or not (o.timeout > 0 and o.timeout < 2147483) then

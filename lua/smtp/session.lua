@@ -79,17 +79,17 @@ end
 -- engine's action when it is the caller's turn ("ready", "body",
 -- "command"), or nil and the error once the session is closed.
 function Session:step()
-  local eng, tcp = self.engine, self.tcp
+  local eng, conn = self.engine, self.conn
   local a = eng:action()
   if a == "write" then
     local out = eng:output()
-    local ok, kind, msg = tcp:write(out, self.timeout)
+    local ok, kind, msg = conn:write(out, self.timeout)
     if ok then eng:sent(#out) else eng:fail(kind, msg) end
     if self.trace then self:trace_sent() end
   elseif a == "event" then
     self:on_event(eng:event())
   elseif a == "read" then
-    local data, kind, msg = tcp:read(eng:room(), self.timeout)
+    local data, kind, msg = conn:read(eng:room(), self.timeout)
     if data then
       eng:feed(data)
       if self.report.proxy and not self.report.proxy.time and eng:layer() ~= "proxy" then
@@ -259,7 +259,7 @@ end
 -- Close the socket and zero the TLS state, without a word to the server.
 function Session:release()
   self.closed = true
-  self.tcp:close()
+  self.conn:close()
   self.engine:free()
 end
 
@@ -360,26 +360,27 @@ function M.open(o)
   local t0 = core.clock()
   local hop, err = proxy_hop(o, report)
   if err then return nil, err, report end
-  local tcp, kind, msg = core.connect(hop and o.proxy.address or o.address,
-    tostring(hop and o.proxy.port or o.port), o.timeout)
-  if not tcp then
+  local conn, kind, msg = o.transport.connect(hop and o.proxy.address or o.address,
+    hop and o.proxy.port or o.port, o.timeout)
+  if not conn then
     -- The proxy itself is out of reach: the server was never tried.
     if hop then kind, msg = "proxy", "proxy " .. msg end
     return nil, errors.new { kind = kind, stage = "connect", message = msg }, report
   end
   local now = core.clock()
   report.timings.connect = now - t0
-  local peer, family, localaddr = tcp:info()
+  local peer, family, localaddr
+  if conn.info then peer, family, localaddr = conn:info() end
   if hop then report.proxy.resolved = peer else report.resolved, report.family = peer, family end
   local tls = o.tls.protocol ~= "none" and o.tls or nil
-  local wire, setup_kind, setup_problem = core.wire(o.helo or localaddr, o.pipelining, tls, hop)
+  local wire, setup_kind, setup_problem = core.wire(o.helo or localaddr or "localhost", o.pipelining, tls, hop)
   if not wire then
-    tcp:close()
+    conn:close()
     return nil, errors.new { kind = setup_kind, stage = "connect", message = setup_problem }, report
   end
   local s = setmetatable({
     engine = wire,
-    tcp = tcp, timeout = o.timeout, report = report, trace = o.trace, name = o.name,
+    conn = conn, timeout = o.timeout, report = report, trace = o.trace, name = o.name,
     charset = o.charset, mark = now,
   }, Session)
   if o.trace then wire:take_plain() end

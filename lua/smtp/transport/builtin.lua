@@ -1,0 +1,25 @@
+-- The built-in transport: a socket in C (src/net.c) with a poll()-bounded
+-- wait for every connect, read and write.
+--
+-- Every transport is a table with one function, and returns connections
+-- with four methods (this is the whole interface; see README, "Transports"):
+--
+--   connect(host, port, timeout)  -> conn | nil, kind, message
+--   conn:read(max, timeout)       -> bytes (1..max of them)
+--                                  | nil, "closed", message at end of stream
+--                                  | nil, kind, message ("timeout", ...)
+--   conn:write(bytes, timeout)    -> true | nil, kind, message (all or nothing)
+--   conn:close()
+--   conn:info()                   -> peer address, family (4 or 6), our
+--                                    address as an SMTP literal; optional
+--
+-- kind is one of the error kinds ("dns", "connect", "timeout", "closed").
+-- timeout is in seconds, for that one call.
+local core = require "smtp.core"
+
+return {
+  name = "builtin",
+  connect = function(host, port, timeout)
+    return core.connect(host, tostring(port), timeout)
+  end,
+}
