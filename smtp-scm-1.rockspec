@@ -26,6 +26,7 @@ build = {
     ["smtp.message"] = "lua/smtp/message.lua",
     ["smtp.session"] = "lua/smtp/session.lua",
     ["smtp.errors"] = "lua/smtp/errors.lua",
+    ["smtp.transport"] = "lua/smtp/transport/init.lua",
     ["smtp.transport.builtin"] = "lua/smtp/transport/builtin.lua",
     ["smtp.core"] = {
       sources = { "src/lsmtp.c", "src/wire.c", "src/proxy.c", "src/tls.c", "src/sasl.c", "src/engine.c", "src/reply.c", "src/net.c" },

@@ -241,12 +241,10 @@ local function proxy_options(t)
   return o
 end
 
--- transport: unset (the built-in socket), the name of one that ships with
--- smtp, or a table with a connect function (README, "Transports").
 local function transport(t)
-  if t == nil or t == "builtin" then return require "smtp.transport.builtin" end
-  if type(t) == "table" and type(t.connect) == "function" then return t end
-  fail("transport", 'unset, "builtin", or a table with a connect function', t)
+  local resolved, expected = require("smtp.transport").resolve(t)
+  if not resolved then fail("transport", expected, t) end
+  return resolved
 end
 
 -- Presets fill in what the user left out; explicit keys win.
