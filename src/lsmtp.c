@@ -534,13 +534,15 @@ static int tcp_close(lua_State *L) {
   return 0;
 }
 
-/* info() -> peer address, family (4 or 6), our address literal */
+/* info() -> peer address, family (4 or 6), our address literal, seconds
+ * the name lookup took */
 static int tcp_info(lua_State *L) {
   smtp_net *n = check_open(L);
   lua_pushstring(L, n->addr);
   lua_pushinteger(L, n->family);
   lua_pushstring(L, n->local);
-  return 3;
+  lua_pushnumber(L, (lua_Number)n->resolve_us / 1e6);
+  return 4;
 }
 
 static int tcp_tostring(lua_State *L) {

@@ -151,7 +151,9 @@ int smtp_net_connect(smtp_net *n, const char *host, const char *port,
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   /* No AI_ADDRCONFIG: it hides ::1 on hosts whose only IPv6 is loopback. */
+  n->resolve_us = smtp_net_now_us();
   r = getaddrinfo(host, port, &hints, &res);
+  n->resolve_us = smtp_net_now_us() - n->resolve_us;
   if (r != 0) {
     snprintf(msg, msglen, "cannot resolve %s: %s", host,
              r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));

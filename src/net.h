@@ -23,6 +23,7 @@ typedef struct {
   char addr[64];         /* numeric address of the peer */
   int family;            /* 4 or 6 */
   char local[72];        /* our address as an SMTP address literal: "[127.0.0.1]" */
+  long long resolve_us;  /* how long the name lookup took */
 } smtp_net;
 
 /* Make n closed.  MUST be called before anything else. */

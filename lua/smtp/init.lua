@@ -51,10 +51,29 @@ function Connection:open()
   return session.open(o)
 end
 
--- Connect, greet, EHLO, QUIT: the report, or nil, err, report.
-function Connection:test()
+-- Reach the server step by step (DNS, TCP or the proxy hop, greeting,
+-- EHLO, TLS, AUTH) and, with opts.probe = { from =, to = }, try an
+-- envelope (MAIL, RCPT, RSET: nothing is sent); then QUIT.  Returns the
+-- staged report, or nil, err, and the report up to the stage that failed.
+function Connection:test(opts)
+  local probe
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("smtp.test: expected a table of options, got " .. type(opts), 2) end
+    for k in pairs(opts) do
+      if k ~= "probe" then error("smtp.test: unknown option " .. tostring(k) .. " (known: probe)", 2) end
+    end
+    probe = opts.probe and message.probe(opts.probe)
+  end
   local s, err, report = self:open()
   if not s then return nil, err, report end
+  if probe then
+    local ok
+    ok, err = s:probe(probe.from, probe.to)
+    if not ok then
+      s:close()
+      return nil, err, s.report
+    end
+  end
   s:close()
   return s.report
 end

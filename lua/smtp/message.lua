@@ -265,6 +265,15 @@ local function parse_headers(h)
   return list
 end
 
+-- The envelope of test{ probe = { from =, to = } }, checked like a message's.
+function M.probe(p)
+  if type(p) ~= "table" then fail("probe", "a table { from = ..., to = ... }", p) end
+  local to = {}
+  for i, a in ipairs(parse_list("probe.to", p.to)) do to[i] = a.address end
+  if #to == 0 then fail("probe.to", "at least one recipient", nil) end
+  return { from = parse_address("probe.from", p.from or fail("probe.from", "set", nil)).address, to = to }
+end
+
 -- Check a message table; raises on anything wrong.
 function M.prepare(msg, default_charset)
   if type(msg) ~= "table" then fail("the message", "a table", msg) end

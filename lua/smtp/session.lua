@@ -36,6 +36,33 @@ function Session:trace_sent()
   end
 end
 
+-- The staged report: each step of reaching the server, with its outcome
+-- and how long it took since the step before.
+function Session:stage(name, ok, detail, time)
+  local now = core.clock()
+  local st = { name = name, ok = ok, time = time or now - self.mark, detail = detail }
+  self.mark = now
+  local stages = self.report.stages
+  stages[#stages + 1] = st
+  self.report.timings[name] = st.time
+end
+
+-- The wire passes the proxy hop and the TLS handshake by itself: notice it.
+function Session:watch_layer()
+  local layer = self.engine:layer()
+  if layer == self.layer then return end
+  if self.layer == "proxy" then
+    local p = self.report.proxy
+    self:stage("proxy", true, p.type .. " proxy " .. p.address .. ":" .. p.port .. " to " .. p.target)
+    p.time = self.report.timings.proxy
+  end
+  if layer == "tls" then
+    local info = self.engine:tls()
+    self:stage("tls", true, info.version .. " " .. info.cipher)
+  end
+  self.layer = layer
+end
+
 function Session:on_event(kind, index, code, enhanced, text)
   local r = reply(code, enhanced, text)
   if self.trace then
@@ -45,28 +72,28 @@ function Session:on_event(kind, index, code, enhanced, text)
       self.trace("S", code .. (i < #lines and "-" or " ") .. (r.enhanced and r.enhanced .. " " or "") .. line)
     end
   end
-  local now = core.clock()
+  local ok = code >= 200 and code < 300
   if kind == "greeting" then
     self.report.banner = text
-    self.report.timings.greeting = now - self.mark
-    self.mark = now
+    self:stage("greeting", code == 220, text)
   elseif kind == "starttls" then
-    self.report.timings.starttls = now - self.mark
-    self.mark = now
+    self:stage("starttls", code == 220, text)
   elseif kind == "ehlo" or kind == "helo" then
     self.report.ehlo = self.report.ehlo or {}
     self.report.ehlo[kind == "ehlo" and "reply" or "helo_reply"] = r
-    if code >= 200 and code < 300 then
+    if ok then
       self.report.ehlo.command = kind:upper()
       self.report.ehlo.domain = text:match("^(%S*)")
       local ext = {}
       for line in text:gmatch("\n([^\n]+)") do ext[#ext + 1] = line end
       self.report.ehlo.extensions = ext
-      self.report.timings.ehlo = now - self.mark
-      self.mark = now
     end
+    self:stage(kind, ok, ok and (self.report.ehlo.domain .. ", " .. #self.report.ehlo.extensions .. " extensions")
+      or (code .. " " .. text))
   elseif kind == "auth" then
     self.auth_reply = r
+  elseif kind == "quit" then
+    self.quit_reply = code .. " " .. text
   elseif kind == "rcpt" then
     self.txn.rcpt[index] = r
   elseif self.txn and (kind == "mail" or kind == "data" or kind == "message") then
@@ -92,11 +119,6 @@ function Session:step()
     local data, kind, msg = conn:read(eng:room(), self.timeout)
     if data then
       eng:feed(data)
-      if self.report.proxy and not self.report.proxy.time and eng:layer() ~= "proxy" then
-        local now = core.clock()
-        self.report.proxy.time = now - self.mark
-        self.mark = now
-      end
     elseif kind == "closed" then
       eng:eof()
     else
@@ -107,6 +129,7 @@ function Session:step()
   else
     return a
   end
+  if self.layer ~= "tls" then self:watch_layer() end
   return "busy"
 end
 
@@ -145,33 +168,42 @@ end
 local function is_ok(r) return r and r.code >= 200 and r.code < 300 end
 
 -- The receipt, or the error that explains why the message was not sent.
-local function verdict(txn, m, bytes)
-  local function refused(stage, r, text)
-    -- 530: "authentication required" (RFC 4954 6), whatever the command.
-    return nil, errors.new { kind = r.code == 530 and "auth" or "rejected", stage = stage, code = r.code,
-      enhanced = r.enhanced,
-      message = text or r.message, accepted = txn.accepted, rejected = txn.rejected }
-  end
-  if txn.mail and not is_ok(txn.mail) then return refused("mail", txn.mail) end
-  for i, addr in ipairs(m.recipients) do
+local function refused(txn, stage, r, text)
+  -- 530: "authentication required" (RFC 4954 6), whatever the command.
+  return nil, errors.new { kind = r.code == 530 and "auth" or "rejected", stage = stage, code = r.code,
+    enhanced = r.enhanced, message = text or r.message, accepted = txn.accepted, rejected = txn.rejected }
+end
+
+-- MAIL and RCPT replies: true when the server took the sender and at least
+-- one recipient (all of them when `all`), else nil and the error.
+local function verdict_envelope(txn, recipients, all)
+  if txn.mail and not is_ok(txn.mail) then return refused(txn, "mail", txn.mail) end
+  for i, addr in ipairs(recipients) do
     local r = txn.rcpt[i]
     if r then
       local entry = { address = addr, code = r.code, enhanced = r.enhanced, message = r.message }
       table.insert(is_ok(r) and txn.accepted or txn.rejected, entry)
     end
   end
-  if #txn.accepted == 0 then
-    local first = txn.rejected[1]
+  if #txn.accepted == 0 or (all and #txn.rejected > 0) then
     local parts = {}
     for i, r in ipairs(txn.rejected) do parts[i] = r.address .. ": " .. r.code .. " " .. r.message end
-    local e = select(2, refused("rcpt", first, "every recipient was refused (" .. table.concat(parts, "; ") .. ")"))
+    local _, e = refused(txn, "rcpt", txn.rejected[1], (#txn.accepted == 0 and "every recipient was refused ("
+      or "recipients were refused (") .. table.concat(parts, "; ") .. ")")
     local transient = true
     for _, r in ipairs(txn.rejected) do transient = transient and r.code < 500 end
     e.transient = transient
     return nil, e
   end
-  if txn.data and txn.data.code ~= 354 then return refused("data", txn.data) end
-  if not is_ok(txn.message) then return refused("data", txn.message) end
+  return true
+end
+
+-- The receipt, or the error that explains why the message was not sent.
+local function verdict(txn, m, bytes)
+  local ok, err = verdict_envelope(txn, m.recipients)
+  if not ok then return nil, err end
+  if txn.data and txn.data.code ~= 354 then return refused(txn, "data", txn.data) end
+  if not is_ok(txn.message) then return refused(txn, "data", txn.message) end
   local final = txn.message
   return {
     accepted = txn.accepted,
@@ -267,9 +299,9 @@ end
 function Session:close()
   if self.closed then return true end
   if self.engine:action() == "ready" and self.engine:quit() == "ok" then
-    local t0 = core.clock()
+    self.mark = core.clock()
     self:run()
-    self.report.timings.quit = core.clock() - t0
+    self:stage("quit", true, self.quit_reply)
   end
   self:release()
   return true
@@ -317,6 +349,7 @@ function Session:authenticate(o)
         or "allow one of the server's mechanisms in auth.mechanisms" }
   end
   local t0 = core.clock()
+  self.mark = t0
   local ok, why = eng:auth(mech, auth.username, auth.password or auth.token, auth.domain, o.address, o.port)
   if not ok then
     return nil, errors.new { kind = "auth", stage = "auth", message = mech .. ": " .. why }
@@ -327,7 +360,8 @@ function Session:authenticate(o)
   if not a then return nil, err end
   local r = self.auth_reply
   self.report.auth = { mechanism = mech, offered = offered, time = core.clock() - t0 }
-  if r.code < 200 or r.code >= 300 then
+  self:stage("auth", is_ok(r), mech .. ": " .. r.code .. " " .. r.message)
+  if not is_ok(r) then
     local detail, status = eng:auth_detail()
     return nil, errors.new { kind = "auth", stage = "auth", code = r.code, enhanced = r.enhanced,
       message = r.message .. (detail ~= "" and (" (" .. mech .. " said: " .. detail .. ")") or ""),
@@ -355,34 +389,50 @@ local function proxy_hop(o, report)
     password = p.password, domain = p.domain }
 end
 
+-- A failure while reaching the server: the report ends with the stage
+-- that failed.
+local function failed(report, err, t0)
+  local st = report.stages
+  local last = st[#st]
+  local name = err.stage
+  if err.kind == "dns" or err.kind == "proxy" then
+    name = err.kind
+  elseif err.kind == "tls" and (name == "connect" or (last and last.name == "starttls" and last.ok)) then
+    name = "tls"   -- the handshake itself
+  end
+  st[#st + 1] = { name = name, ok = false, time = core.clock() - t0, detail = err.message }
+  return nil, err, report
+end
+
 function M.open(o)
-  local report = { name = o.name, address = o.address, port = o.port, timings = {} }
+  local report = { name = o.name, address = o.address, port = o.port, timings = {}, stages = {} }
   local t0 = core.clock()
   local hop, err = proxy_hop(o, report)
-  if err then return nil, err, report end
+  if err then return failed(report, err, t0) end
   local conn, kind, msg = o.transport.connect(hop and o.proxy.address or o.address,
     hop and o.proxy.port or o.port, o.timeout)
   if not conn then
     -- The proxy itself is out of reach: the server was never tried.
     if hop then kind, msg = "proxy", "proxy " .. msg end
-    return nil, errors.new { kind = kind, stage = "connect", message = msg }, report
+    return failed(report, errors.new { kind = kind, stage = "connect", message = msg }, t0)
   end
   local now = core.clock()
-  report.timings.connect = now - t0
-  local peer, family, localaddr
-  if conn.info then peer, family, localaddr = conn:info() end
+  local peer, family, localaddr, lookup
+  if conn.info then peer, family, localaddr, lookup = conn:info() end
   if hop then report.proxy.resolved = peer else report.resolved, report.family = peer, family end
+  local s = setmetatable({
+    conn = conn, timeout = o.timeout, report = report, trace = o.trace, name = o.name,
+    charset = o.charset, mark = t0,
+  }, Session)
+  if lookup then s:stage("dns", true, peer, lookup) end
+  s:stage("connect", true, (peer or "?") .. (hop and " (the proxy)" or ""), now - t0 - (lookup or 0))
   local tls = o.tls.protocol ~= "none" and o.tls or nil
   local wire, setup_kind, setup_problem = core.wire(o.helo or localaddr or "localhost", o.pipelining, tls, hop)
   if not wire then
     conn:close()
-    return nil, errors.new { kind = setup_kind, stage = "connect", message = setup_problem }, report
+    return failed(report, errors.new { kind = setup_kind, stage = "connect", message = setup_problem }, now)
   end
-  local s = setmetatable({
-    engine = wire,
-    conn = conn, timeout = o.timeout, report = report, trace = o.trace, name = o.name,
-    charset = o.charset, mark = now,
-  }, Session)
+  s.engine, s.layer = wire, wire:layer()
   if o.trace then wire:take_plain() end
   local a
   a, err = s:run()
@@ -394,7 +444,7 @@ function M.open(o)
       errors.client_certificate_wanted(err, tls)
     end
     s:release()
-    return nil, err, report
+    return failed(report, err, s.mark)
   end
   report.pipelining = o.pipelining and s.engine:caps().pipelining or false
   if not o.auth.anonymous then
@@ -402,11 +452,34 @@ function M.open(o)
     ok, err = s:authenticate(o)
     if not ok then
       s:close()
-      return nil, err, report
+      return failed(report, err, s.mark)
     end
   end
   report.timings.total = core.clock() - t0
   return s
 end
 
+-- The envelope probe of test{ probe = ... }: MAIL FROM and RCPT TO, then
+-- RSET: would the server take this envelope?  Nothing is sent.
+function Session:probe(from, to)
+  local txn = { rcpt = {}, accepted = {}, rejected = {} }
+  self.txn = txn
+  local r, err = self:command("mail", from, "")
+  for _, rcpt in ipairs(to) do
+    if r ~= "ok" then break end
+    r, err = self:command("rcpt", rcpt)
+  end
+  if not r then return nil, err end
+  r, err = self:command("rset")
+  if r ~= "ok" then return nil, err or self:error() end
+  local a
+  a, err = self:run()
+  if a ~= "ready" then return nil, err end
+  local ok, verdict_err = verdict_envelope(txn, to, true)
+  self:stage("probe", ok ~= nil, ok and (#txn.accepted .. " of " .. #to .. " recipients accepted")
+    or verdict_err.message)
+  self.report.probe = { accepted = txn.accepted, rejected = txn.rejected, mail = txn.mail }
+  if not ok then return nil, verdict_err end
+  return true
+end
 return M

@@ -11,7 +11,8 @@
 --   conn:write(bytes, timeout)    -> true | nil, kind, message (all or nothing)
 --   conn:close()
 --   conn:info()                   -> peer address, family (4 or 6), our
---                                    address as an SMTP literal; optional
+--                                    address as an SMTP literal, seconds the
+--                                    name lookup took; optional, each may be nil
 --
 -- kind is one of the error kinds ("dns", "connect", "timeout", "closed").
 -- timeout is in seconds, for that one call.
