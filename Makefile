@@ -11,8 +11,10 @@ BUSTED ?= /usr/bin/busted
 POSTFIX_DIR ?= $(CURDIR)/.test/postfix
 POSTFIX_PORT ?= 2525
 
-CORE_SRC = src/lsmtp.c src/wire.c src/proxy.c src/tls.c src/sasl.c src/engine.c src/reply.c src/net.c
-CORE_HDR = src/compat.h src/wire.h src/proxy.h src/tls.h src/sasl.h src/engine.h src/reply.h src/net.h
+CORE_SRC = src/lsmtp.c src/wire.c src/proxy.c src/tls.c src/sasl.c src/engine.c src/reply.c src/net.c \
+  src/codec.c
+CORE_HDR = src/compat.h src/wire.h src/proxy.h src/tls.h src/sasl.h src/engine.h src/reply.h src/net.h \
+  src/codec.h
 MBEDTLS_INC ?=
 MBEDTLS_LIBS ?= -lmbedtls -lmbedx509 -lmbedcrypto
 

@@ -26,10 +26,11 @@ build = {
     ["smtp.message"] = "lua/smtp/message.lua",
     ["smtp.session"] = "lua/smtp/session.lua",
     ["smtp.errors"] = "lua/smtp/errors.lua",
+    ["smtp.address"] = "lua/smtp/address.lua",
     ["smtp.transport"] = "lua/smtp/transport/init.lua",
     ["smtp.transport.builtin"] = "lua/smtp/transport/builtin.lua",
     ["smtp.core"] = {
-      sources = { "src/lsmtp.c", "src/wire.c", "src/proxy.c", "src/tls.c", "src/sasl.c", "src/engine.c", "src/reply.c", "src/net.c" },
+      sources = { "src/lsmtp.c", "src/wire.c", "src/proxy.c", "src/tls.c", "src/sasl.c", "src/codec.c", "src/engine.c", "src/reply.c", "src/net.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
       libraries = { "mbedtls", "mbedx509", "mbedcrypto" },
       incdirs = { "$(MBEDTLS_INCDIR)" },

@@ -68,12 +68,29 @@ describe("send", function()
 
   it("sends 8-bit text as 8bit with BODY=8BITMIME when the server offers it", function()
     with_server({}, function(srv)
-      local text = "caf\195\169 \226\130\172 \255\254 bytes\n"
+      local text = "caf\195\169 \226\130\172 bytes\n"
       assert(connect(srv):send(message { text = text }))
       local m = srv:messages()[1]
       assert.are.equal(text:gsub("\n", "\r\n"), body_of(m.data))
       assert.truthy(m.data:find("Content-Transfer-Encoding: 8bit", 1, true))
       assert.are.same({ "BODY=8BITMIME", "SIZE=" .. #m.data }, m.mail_options)
+    end)
+  end)
+
+  it("carries any 8-bit bytes of a raw message unchanged", function()
+    with_server({}, function(srv)
+      local raw = "Subject: bytes\r\n\r\n\255\254\0\128 all 256: "
+      for i = 0, 255 do if i ~= 10 and i ~= 13 then raw = raw .. string.char(i) end end
+      raw = raw .. "\r\n"
+      assert(connect(srv):send { from = "a@example.com", to = "b@example.com", raw = raw })
+      assert.are.equal(raw, srv:messages()[1].data)
+    end)
+  end)
+
+  it("refuses text that is not UTF-8 before connecting", function()
+    assert.has_error(function()
+      smtp.connection { address = "127.0.0.1", port = 1, tls = { protocol = "none" } }
+        :send(message { text = "\255\254" })
     end)
   end)
 
@@ -332,7 +349,7 @@ describe("send", function()
       assert.truthy(data:find("X-Tag: one\r\nX-Tag: two\r\n", 1, true))
       assert.truthy(data:find("Date: Mon, 02 Jan 2006 15:04:05 +0000\r\n", 1, true))
       assert.truthy(data:find("Message-ID: <fixed@example.com>\r\n", 1, true))
-      assert.truthy(data:find("Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe_aus_K=C3=B6ln?=\r\n", 1, true))
+      assert.truthy(data:find("Subject: =?utf-8?Q?Gr=C3=BC=C3=9Fe_aus_K=C3=B6ln?=\r\n", 1, true))
     end)
   end)
 end)

@@ -11,12 +11,14 @@
 #include <mbedtls/entropy.h>
 #include <mbedtls/platform_util.h>
 
+#include "codec.h"
 #include "compat.h"
 #include "net.h"
 #include "wire.h"
 
 #define WIRE_MT "smtp.wire"
 #define TCP_MT "smtp.tcp"
+#define ENCODER_MT "smtp.encoder"
 
 /* ---- wire and engine ---- */
 
@@ -565,6 +567,112 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods) {
   lua_pop(L, 1);
 }
 
+/* ---- codecs ---- */
+
+/* An encoder keeps its state and a scratch buffer for its output. */
+#define SCRATCH 65536u
+
+typedef struct {
+  int qp;   /* quoted-printable, else base64 */
+  smtp_codec_b64 b64;
+  smtp_codec_qp q;
+  unsigned char out[SCRATCH];
+} lencoder;
+
+/* encoder("base64" | "qp") -> encoder with :update(s) and :finish() */
+static int encoder_new(lua_State *L) {
+  static const char *const kinds[] = { "base64", "qp", NULL };
+  int qp = luaL_checkoption(L, 1, NULL, kinds);
+  lencoder *e = (lencoder *)compat_newuserdata(L, sizeof *e);
+  e->qp = qp;
+  smtp_codec_b64_init(&e->b64);
+  smtp_codec_qp_init(&e->q);
+  luaL_setmetatable(L, ENCODER_MT);
+  return 1;
+}
+
+/* update(s) -> the encoded text so far; slices keep each output within the
+ * scratch buffer. */
+static int encoder_update(lua_State *L) {
+  lencoder *e = (lencoder *)luaL_checkudata(L, 1, ENCODER_MT);
+  size_t len, slice = e->qp ? SCRATCH / 4u - 64u : SCRATCH / 2u;
+  const unsigned char *p = (const unsigned char *)luaL_checklstring(L, 2, &len);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  while (len > 0) {
+    size_t n = len < slice ? len : slice;
+    size_t out = e->qp ? smtp_codec_qp_update(&e->q, p, n, e->out)
+                       : smtp_codec_b64_update(&e->b64, p, n, e->out);
+    luaL_addlstring(&b, (const char *)e->out, out);
+    p += n;
+    len -= n;
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static int encoder_finish(lua_State *L) {
+  lencoder *e = (lencoder *)luaL_checkudata(L, 1, ENCODER_MT);
+  size_t out = e->qp ? smtp_codec_qp_final(&e->q, e->out) : smtp_codec_b64_final(&e->b64, e->out);
+  lua_pushlstring(L, (const char *)e->out, out);
+  return 1;
+}
+
+static const luaL_Reg encoder_methods[] = {
+  { "update", encoder_update }, { "finish", encoder_finish }, { NULL, NULL }
+};
+
+/* transcode(s, charset) -> bytes | nil, why (naming the character that does
+ * not fit and its position) */
+static int core_transcode(lua_State *L) {
+  size_t len, used, n;
+  const unsigned char *p = (const unsigned char *)luaL_checklstring(L, 1, &len);
+  const char *charset = luaL_checkstring(L, 2);
+  smtp_codec_iconv cv;
+  unsigned char out[4096];
+  luaL_Buffer b;
+  int r = smtp_codec_iconv_open(&cv, charset);
+  if (r != SMTP_CODEC_OK) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "charset %s: %s", charset, smtp_codec_strerror(r));
+    return 2;
+  }
+  luaL_buffinit(L, &b);
+  while (r == SMTP_CODEC_OK && len > 0) {
+    r = smtp_codec_iconv_update(&cv, p, len, &used, out, sizeof out, &n);
+    luaL_addlstring(&b, (const char *)out, n);
+    p += used;
+    len -= used;
+  }
+  if (r == SMTP_CODEC_OK) {
+    r = smtp_codec_iconv_final(&cv, out, sizeof out, &n);
+    luaL_addlstring(&b, (const char *)out, n);
+  }
+  if (r != SMTP_CODEC_OK) {
+    const smtp_codec_fault *f = smtp_codec_iconv_fault(&cv);
+    luaL_pushresult(&b);
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    if (f->code == SMTP_CODEC_EUNMAPPABLE) {
+      char cp[16];
+      snprintf(cp, sizeof cp, "U+%04lX", (unsigned long)f->cp);
+      lua_pushlstring(L, (const char *)f->bytes, f->len);
+      lua_pushfstring(L, "\"%s\" (%s), character %d, has no place in %s",
+                      lua_tostring(L, -1), cp, (int)f->pos + 1, charset);
+      lua_remove(L, -2);
+    } else if (f->code == SMTP_CODEC_EUTF8) {
+      lua_pushfstring(L, "the text is not UTF-8 at character %d", (int)f->pos + 1);
+    } else {
+      lua_pushfstring(L, "charset %s: %s", charset, smtp_codec_strerror(r));
+    }
+    smtp_codec_iconv_close(&cv);
+    return 2;
+  }
+  smtp_codec_iconv_close(&cv);
+  luaL_pushresult(&b);
+  return 1;
+}
+
 /* resolve4(host) -> "a.b.c.d" | nil, "dns", message */
 static int core_resolve4(lua_State *L) {
   char addr[64], msg[256];
@@ -582,7 +690,7 @@ static int core_clock(lua_State *L) {
 
 static const luaL_Reg functions[] = {
   { "wire", wire_new }, { "connect", tcp_connect }, { "clock", core_clock },
-  { "resolve4", core_resolve4 },
+  { "resolve4", core_resolve4 }, { "encoder", encoder_new }, { "transcode", core_transcode },
   { NULL, NULL }
 };
 
@@ -595,6 +703,7 @@ SMTP_EXPORT int luaopen_smtp_core(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   new_class(L, TCP_MT, tcp_methods);
+  new_class(L, ENCODER_MT, encoder_methods);
   luaL_getmetatable(L, TCP_MT);
   lua_pushcfunction(L, tcp_close);
   lua_setfield(L, -2, "__gc");

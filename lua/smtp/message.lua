@@ -1,8 +1,13 @@
--- A message table -> an envelope and the bytes of an RFC 5322 message.
+-- A message table -> an envelope and a stream of RFC 5322 / MIME bytes.
 --
 -- prepare() checks everything and raises on bad input before any byte is
--- sent; render() then builds the header and body for what the server offers
--- (8BITMIME decides between 8bit and quoted-printable).
+-- sent (addresses, headers, charsets and the characters they cannot hold,
+-- attachment files).  render() builds the message for what the server
+-- offers, as a header string and a source of body chunks: attachments are
+-- read and encoded a block at a time, so memory does not grow with them.
+
+local core = require "smtp.core"
+local address = require "smtp.address"
 
 local M = {}
 
@@ -11,55 +16,7 @@ local function fail(key, what, got)
   error(string.format("smtp.send: %s must be %s, got %s", key, what, shown), 4)
 end
 
--- ---- addresses (RFC 5321 4.1.2, with UTF-8 as RFC 6531 allows) ----
-
-local ATEXT = "[%w!#$%%&'*+%-/=?^_`{|}~\128-\255]"
-
-local function valid_local(l)
-  if l:sub(1, 1) == '"' then
-    if #l < 2 or l:sub(-1) ~= '"' then return false end
-    local i, body = 1, l:sub(2, -2)
-    while i <= #body do
-      local c = body:byte(i)
-      if c == 92 then                       -- backslash: quoted-pair
-        local n = body:byte(i + 1)
-        if not n or n < 32 or n > 126 then return false end
-        i = i + 2
-      elseif c == 34 or c < 32 or c == 127 then
-        return false
-      else
-        i = i + 1
-      end
-    end
-    return true
-  end
-  for atom in (l .. "."):gmatch("(.-)%.") do
-    if atom == "" or atom:find("^" .. ATEXT .. "+$") == nil then return false end
-  end
-  return true
-end
-
-local function valid_domain(d)
-  if d:sub(1, 1) == "[" then
-    return d:find("^%[[%w%.:%-]+%]$") ~= nil
-  end
-  if #d > 255 then return false end
-  for label in (d .. "."):gmatch("(.-)%.") do
-    if #label == 0 or #label > 63 or label:find("^[%w\128-\255]") == nil
-      or label:find("^[%w%-\128-\255]*$") == nil or label:sub(-1) == "-" then
-      return false
-    end
-  end
-  return true
-end
-
--- The mailbox "local@domain"; true when valid.
-function M.valid_mailbox(a)
-  if type(a) ~= "string" or #a > 254 or a:find("[%z\1-\31\127]") then return false end
-  local l, d = a:match("^(.+)@([^@]+)$")
-  if not l then return false end
-  return #l <= 64 and valid_local(l) and valid_domain(d)
-end
+-- ---- addresses ----
 
 -- "Name <addr>", "addr" or { name = , address = } -> { name, address }.
 local function parse_address(key, v)
@@ -78,8 +35,8 @@ local function parse_address(key, v)
     fail(key, 'an address ("Name <user@example.com>", "user@example.com" or { name =, address = })', v)
   end
   if name and name:find("[%z\r\n]") then fail(key, "a display name without CR, LF or NUL", name) end
-  if not M.valid_mailbox(addr) then fail(key, "a valid e-mail address (user@domain)", addr) end
-  return { name = name, address = addr }
+  if not address.valid(addr) then fail(key, "a valid e-mail address (user@domain)", addr) end
+  return { name = name, address = address.wire_form(addr) }
 end
 
 local function parse_list(key, v)
@@ -92,18 +49,36 @@ local function parse_list(key, v)
   return { parse_address(key, v) }
 end
 
--- ---- header encoding ----
+-- ---- text in the message's charset ----
 
 local function is_ascii(s)
   return not s:find("[\128-\255]")
 end
 
--- RFC 2047 Q encoded-words of at most 75 octets, never splitting a UTF-8
--- character across two words.
-local function encoded_words(s)
-  local words, cur = {}, {}
-  local budget = 75 - #"=?UTF-8?Q??="
-  local used = 0
+local function is_utf8(charset)
+  return charset == "utf-8" or charset == "utf8"
+end
+
+-- UTF-8 text into the charset, or raise naming the character that does not
+-- fit and where it is.
+local function transcode(key, s, charset)
+  if is_utf8(charset) then
+    if not address.utf8_valid(s) then fail(key, "UTF-8 text", "(invalid UTF-8)") end
+    return s
+  end
+  local out, problem = core.transcode(s, charset)
+  if not out then error(string.format("smtp.send: %s: %s", key, problem), 4) end
+  return out
+end
+
+-- ---- header encoding ----
+
+-- RFC 2047 Q encoded-words of at most 75 octets, in the charset, never
+-- splitting a character across two words.
+local function encoded_words(key, s, charset)
+  local prefix = "=?" .. charset .. "?Q?"
+  local budget = 75 - #prefix - 2
+  local words, cur, used = {}, {}, 0
   for ch in s:gmatch("[%z\1-\127\192-\255][\128-\191]*") do
     local enc
     if ch == " " then
@@ -111,16 +86,16 @@ local function encoded_words(s)
     elseif ch:find("^[%w!*+/%-]$") then
       enc = ch
     else
-      enc = ch:gsub(".", function(c) return string.format("=%02X", c:byte()) end)
+      enc = transcode(key, ch, charset):gsub(".", function(c) return string.format("=%02X", c:byte()) end)
     end
-    if used + #enc > budget then
-      words[#words + 1] = "=?UTF-8?Q?" .. table.concat(cur) .. "?="
+    if used + #enc > budget and used > 0 then
+      words[#words + 1] = prefix .. table.concat(cur) .. "?="
       cur, used = {}, 0
     end
     cur[#cur + 1] = enc
     used = used + #enc
   end
-  words[#words + 1] = "=?UTF-8?Q?" .. table.concat(cur) .. "?="
+  words[#words + 1] = prefix .. table.concat(cur) .. "?="
   return words
 end
 
@@ -141,31 +116,31 @@ end
 
 -- Words of an unstructured value; encoded-words when it is not ASCII or
 -- holds a word too long to fit a line.
-local function text_words(s)
+local function text_words(key, s, charset)
   if is_ascii(s) then
     local words = {}
     for w in s:gmatch("%S+") do
-      if #w > 900 then return encoded_words(s) end
+      if #w > 900 then return encoded_words(key, s, charset) end
       words[#words + 1] = w
     end
     if #words == 0 then words[1] = "" end
     return words
   end
-  return encoded_words(s)
+  return encoded_words(key, s, charset)
 end
 
-local function display_name(name)
-  if not is_ascii(name) then return encoded_words(name) end
+local function display_name(key, name, charset)
+  if not is_ascii(name) then return encoded_words(key, name, charset) end
   if name:find("^[%w!#$%%&'*+%-/=?^_`{|}~ ]+$") then return { name } end
   return { '"' .. name:gsub('[\\"]', "\\%0") .. '"' }
 end
 
-local function address_header(name, list)
+local function address_header(name, list, charset)
   local words = {}
   for i, a in ipairs(list) do
     local sep = i < #list and "," or ""
     if a.name then
-      for _, w in ipairs(display_name(a.name)) do words[#words + 1] = w end
+      for _, w in ipairs(display_name(name, a.name, charset)) do words[#words + 1] = w end
       words[#words + 1] = "<" .. a.address .. ">" .. sep
     else
       words[#words + 1] = a.address .. sep
@@ -174,27 +149,50 @@ local function address_header(name, list)
   return fold(name, words)
 end
 
--- ---- body ----
+-- ---- parameters (RFC 2231 for non-ASCII file names) ----
 
--- Quoted-printable (RFC 2045 6.7) of text whose line ends are already CRLF.
-local function quoted_printable(text)
-  local out = {}
-  for line in (text .. "\r\n"):gmatch("(.-)\r\n") do
-    local q = line:gsub("[%z\1-\8\11-\31=\127-\255]", function(c)
-      return string.format("=%02X", c:byte())
-    end):gsub("[ \t]$", function(c) return string.format("=%02X", c:byte()) end)
-    while #q > 76 do
-      local cut = q:sub(74, 74) == "=" and 73 or q:sub(75, 75) == "=" and 74 or 75
-      out[#out + 1] = q:sub(1, cut) .. "="
-      q = q:sub(cut + 1)
-    end
-    out[#out + 1] = q
-  end
-  return table.concat(out, "\r\n", 1, #out - 1)
+local function quoted(s)
+  return '"' .. s:gsub('[\\"]', "\\%0") .. '"'
 end
 
-local function normalize_newlines(s)
-  return (s:gsub("\r\n?", "\n"):gsub("\n", "\r\n"))
+-- '; name="value"', or '; name*0*=utf-8''...' continuations when the value
+-- is not ASCII or would make the line too long.
+local function parameter(name, value)
+  if is_ascii(value) and #value < 60 and not value:find("[%c]") then
+    return ";\r\n " .. name .. "=" .. quoted(value)
+  end
+  local enc = value:gsub("[^%w!#$&+%-.^_`|~]", function(c) return string.format("%%%02X", c:byte()) end)
+  local parts, i, n = {}, 1, 0
+  while i <= #enc do
+    local j = math.min(i + 59, #enc)
+    -- never split a %XX
+    if enc:sub(j - 1, j - 1) == "%" then j = j - 2 elseif enc:sub(j, j) == "%" then j = j - 1 end
+    parts[#parts + 1] = string.format(";\r\n %s*%d*=%s%s", name, n, n == 0 and "utf-8''" or "", enc:sub(i, j))
+    i, n = j + 1, n + 1
+  end
+  return table.concat(parts)
+end
+
+-- ---- content types ----
+
+local TYPES = {
+  txt = "text/plain", csv = "text/csv", html = "text/html", htm = "text/html", ics = "text/calendar",
+  xml = "application/xml", json = "application/json", pdf = "application/pdf", zip = "application/zip",
+  gz = "application/gzip", tar = "application/x-tar", doc = "application/msword",
+  docx = "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+  xls = "application/vnd.ms-excel",
+  xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+  ppt = "application/vnd.ms-powerpoint",
+  pptx = "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+  odt = "application/vnd.oasis.opendocument.text", eml = "message/rfc822",
+  png = "image/png", jpg = "image/jpeg", jpeg = "image/jpeg", gif = "image/gif", webp = "image/webp",
+  svg = "image/svg+xml", ico = "image/vnd.microsoft.icon", mp3 = "audio/mpeg", wav = "audio/wav",
+  mp4 = "video/mp4", webm = "video/webm",
+}
+
+local function guess_type(filename)
+  local ext = (filename or ""):match("%.([%w]+)$")
+  return ext and TYPES[ext:lower()] or "application/octet-stream"
 end
 
 -- ---- dates and ids ----
@@ -221,10 +219,10 @@ local function random_hex(n)
   return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
--- ---- the message ----
+-- ---- checking a message ----
 
 local KEYS = { from = 1, sender = 1, to = 1, cc = 1, bcc = 1, reply_to = 1, subject = 1, text = 1,
-  headers = 1, date = 1, message_id = 1, charset = 1 }
+  html = 1, attachments = 1, headers = 1, date = 1, message_id = 1, charset = 1, raw = 1 }
 
 -- Header names that the message's own keys produce; set them through those.
 local RESERVED = { from = "from", to = "to", cc = "cc", bcc = "bcc", ["reply-to"] = "reply_to",
@@ -265,13 +263,52 @@ local function parse_headers(h)
   return list
 end
 
--- The envelope of test{ probe = { from =, to = } }, checked like a message's.
-function M.probe(p)
-  if type(p) ~= "table" then fail("probe", "a table { from = ..., to = ... }", p) end
-  local to = {}
-  for i, a in ipairs(parse_list("probe.to", p.to)) do to[i] = a.address end
-  if #to == 0 then fail("probe.to", "at least one recipient", nil) end
-  return { from = parse_address("probe.from", p.from or fail("probe.from", "set", nil)).address, to = to }
+local ATTACHMENT_KEYS = { path = 1, content = 1, filename = 1, content_type = 1, inline = 1, cid = 1 }
+
+local function parse_attachment(i, a)
+  local key = "attachments[" .. i .. "]"
+  if type(a) ~= "table" then fail(key, "a table { path = ... } or { content = ... }", a) end
+  for k in pairs(a) do
+    if not ATTACHMENT_KEYS[k] then error("smtp.send: unknown key " .. key .. "." .. tostring(k), 4) end
+  end
+  if (a.path == nil) == (a.content == nil) then fail(key, "given a path or a content (one of them)", nil) end
+  local att = { inline = a.inline == true }
+  if a.path then
+    if type(a.path) ~= "string" then fail(key .. ".path", "a string", a.path) end
+    local f, why = io.open(a.path, "rb")
+    if not f then error(string.format("smtp.send: %s.path: cannot read %s", key, why), 4) end
+    att.size = f:seek("end")
+    f:close()
+    if not att.size then error(string.format("smtp.send: %s.path: %s is not a file", key, a.path), 4) end
+    att.path = a.path
+  else
+    if type(a.content) ~= "string" then fail(key .. ".content", "a string", a.content) end
+    att.content, att.size = a.content, #a.content
+  end
+  att.filename = a.filename or (a.path and a.path:match("([^/\\]+)$"))
+  for _, k in ipairs({ "filename", "content_type", "cid" }) do
+    local v = k == "filename" and att.filename or a[k]
+    if v ~= nil and (type(v) ~= "string" or v:find("[%z\r\n]") or v == "") then
+      fail(key .. "." .. k, "a non-empty string without CR, LF or NUL", v)
+    end
+  end
+  if att.filename and not address.utf8_valid(att.filename) then fail(key .. ".filename", "UTF-8", att.filename) end
+  att.content_type = a.content_type or guess_type(att.filename)
+  if not att.content_type:find("^[%w!#$&^_.+%-]+/[%w!#$&^_.+%-]+$") then
+    fail(key .. ".content_type", "a MIME type like \"application/pdf\"", att.content_type)
+  end
+  if a.cid ~= nil and not a.cid:find("^[%w!#$%%&'*+%-/=?^_`{|}~.@]+$") then
+    fail(key .. ".cid", "a Content-ID without spaces or brackets", a.cid)
+  end
+  if att.inline then att.cid = a.cid or (random_hex(8) .. "@smtp") end
+  return att
+end
+
+local function check_raw(raw)
+  if type(raw) ~= "string" and type(raw) ~= "function" then
+    fail("raw", "a whole message as a string, or a function returning chunks then nil", raw)
+  end
+  return raw
 end
 
 -- Check a message table; raises on anything wrong.
@@ -281,8 +318,12 @@ function M.prepare(msg, default_charset)
     if not KEYS[k] then error("smtp.send: unknown message key " .. tostring(k), 3) end
   end
   local charset = msg.charset or default_charset
-  if charset:lower() ~= "utf-8" and charset:lower() ~= "us-ascii" then
-    error(string.format("smtp.send: charset %q: only utf-8 text is supported in this version", charset), 3)
+  if type(charset) ~= "string" or not charset:find("^[%w%-_.:]+$") then
+    fail("charset", "a character set name like \"utf-8\" or \"windows-1252\"", charset)
+  end
+  charset = charset:lower()
+  if not is_utf8(charset) and not core.transcode("", charset) then
+    error(string.format("smtp.send: charset %q is not known to iconv on this system", charset), 3)
   end
   local m = {
     from = parse_address("from", msg.from or fail("from", "set", nil)),
@@ -291,63 +332,316 @@ function M.prepare(msg, default_charset)
     bcc = parse_list("bcc", msg.bcc),
     reply_to = parse_list("reply_to", msg.reply_to),
     headers = parse_headers(msg.headers),
+    charset = is_utf8(charset) and "utf-8" or charset,
   }
   m.sender = msg.sender and parse_address("sender", msg.sender).address or m.from.address
-  for _, key in ipairs({ "subject", "text", "date", "message_id" }) do
+  m.recipients = {}
+  for _, list in ipairs({ m.to, m.cc, m.bcc }) do
+    for _, a in ipairs(list) do m.recipients[#m.recipients + 1] = a.address end
+  end
+  if #m.recipients == 0 then fail("to", "at least one recipient (to, cc or bcc)", nil) end
+  if msg.raw ~= nil then
+    for _, k in ipairs({ "subject", "text", "html", "attachments", "headers", "date", "message_id", "reply_to" }) do
+      if msg[k] ~= nil then error("smtp.send: raw is the whole message: " .. k .. " cannot go with it", 3) end
+    end
+    m.raw = check_raw(msg.raw)
+    return m
+  end
+  for _, key in ipairs({ "subject", "text", "html", "date", "message_id" }) do
     local v = msg[key]
     if v ~= nil and type(v) ~= "string" then fail(key, "a string", v) end
   end
   for _, key in ipairs({ "subject", "date", "message_id" }) do
     if msg[key] and msg[key]:find("[%z\r\n]") then fail(key, "a string without CR, LF or NUL", msg[key]) end
   end
-  m.recipients = {}
-  for _, list in ipairs({ m.to, m.cc, m.bcc }) do
-    for _, a in ipairs(list) do m.recipients[#m.recipients + 1] = a.address end
+  if msg.message_id and not msg.message_id:find("^<[^<>%s]+@[^<>%s]+>$") then
+    fail("message_id", "like <unique@domain>", msg.message_id)
   end
-  if #m.recipients == 0 then fail("to", "at least one recipient (to, cc or bcc)", nil) end
   m.subject = msg.subject
-  m.text = normalize_newlines(msg.text or "")
+  m.text = msg.text and transcode("text", msg.text, m.charset)
+  m.html = msg.html and transcode("html", msg.html, m.charset)
+  -- Header values are encoded when rendered; check now that they fit.
+  if m.subject then transcode("subject", m.subject, m.charset) end
+  for _, list in ipairs({ { m.from }, m.to, m.cc, m.reply_to }) do
+    for _, a in ipairs(list) do
+      if a.name then transcode("display name", a.name, m.charset) end
+    end
+  end
+  for _, pair in ipairs(m.headers) do transcode("headers[" .. pair[1] .. "]", pair[2], m.charset) end
+  m.attachments = {}
+  if msg.attachments ~= nil then
+    if type(msg.attachments) ~= "table" then fail("attachments", "a list", msg.attachments) end
+    for i, a in ipairs(msg.attachments) do m.attachments[i] = parse_attachment(i, a) end
+  end
   m.date = msg.date or M.date()
   local domain = m.from.address:match("@([^@]+)$")
   m.message_id = msg.message_id or ("<" .. random_hex(16) .. "@" .. domain .. ">")
   return m
 end
 
--- The message's bytes for a server that offers `caps`: header, body, and the
--- MAIL parameters the body needs.
-function M.render(m, caps)
-  local body, cte = m.text, "7bit"
-  local eight = not is_ascii(body)
-  local long = false
-  for line in (body .. "\r\n"):gmatch("(.-)\r\n") do
-    if #line > 998 then long = true break end
+-- The envelope of test{ probe = { from =, to = } }, checked like a message's.
+function M.probe(p)
+  if type(p) ~= "table" then fail("probe", "a table { from = ..., to = ... }", p) end
+  local to = {}
+  for i, a in ipairs(parse_list("probe.to", p.to)) do to[i] = a.address end
+  if #to == 0 then fail("probe.to", "at least one recipient", nil) end
+  return { from = parse_address("probe.from", p.from or fail("probe.from", "set", nil)).address, to = to }
+end
+
+-- ---- rendering ----
+
+-- The longest line of s (line ends CRLF).
+local function longest_line(s)
+  local max = 0
+  for line in (s .. "\r\n"):gmatch("(.-)\r\n") do
+    if #line > max then max = #line end
   end
-  if long or (eight and not caps["8bitmime"]) then
-    body, cte = quoted_printable(body), "quoted-printable"
-  elseif eight then
+  return max
+end
+
+local function normalize_newlines(s)
+  return (s:gsub("\r\n?", "\n"):gsub("\n", "\r\n"))
+end
+
+-- A chunk source over a string through an encoder.
+local function encoded_string(kind, s)
+  local done = false
+  return function()
+    if done then return nil end
+    done = true
+    local enc = core.encoder(kind)
+    return enc:update(s) .. enc:finish()
+  end
+end
+
+local BLOCK = 48 * 1024
+
+-- A chunk source that reads a file a block at a time and encodes it.
+local function encoded_file(path)
+  local f, enc
+  return function()
+    if not f then
+      local why
+      f, why = io.open(path, "rb")
+      if not f then error("smtp.send: cannot read attachment: " .. why, 0) end
+      enc = core.encoder("base64")
+    end
+    if not enc then return nil end
+    local block = f:read(BLOCK)
+    if block then return enc:update(block) end
+    f:close()
+    local tail = enc:finish()
+    enc = nil
+    return tail
+  end
+end
+
+local function base64_size(n)
+  local chars = math.ceil(n / 3) * 4
+  return chars + 2 * math.ceil(chars / 76)
+end
+
+-- A text part: 7bit when it can, 8bit when the server takes it, else
+-- quoted-printable, or base64 for text that is mostly not ASCII.
+local function text_part(subtype, s, charset, caps)
+  s = normalize_newlines(s)
+  local high = select(2, s:gsub("[\128-\255]", ""))
+  local clean = not s:find("%z") and longest_line(s) <= 998
+  local cte
+  if high == 0 and clean then
+    cte = "7bit"
+  elseif clean and caps["8bitmime"] then
     cte = "8bit"
+  elseif high * 3 > #s then
+    cte = "base64"
+  else
+    cte = "quoted-printable"
   end
+  local body, size = s, #s
+  if cte == "base64" then
+    body, size = encoded_string("base64", s), base64_size(#s)
+  elseif cte == "quoted-printable" then
+    body, size = encoded_string("qp", s), #s + 2 * high + #s / 25
+  end
+  return {
+    headers = "Content-Type: text/" .. subtype .. "; charset=" .. charset .. "\r\n"
+      .. "Content-Transfer-Encoding: " .. cte .. "\r\n",
+    body = body, size = size, eightbit = cte == "8bit", text = cte ~= "base64" and cte ~= "quoted-printable",
+  }
+end
+
+local function attachment_part(a)
+  local h = { "Content-Type: ", a.content_type }
+  if a.filename then h[#h + 1] = parameter("name", a.filename) end
+  h[#h + 1] = "\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: "
+  h[#h + 1] = a.inline and "inline" or "attachment"
+  if a.filename then h[#h + 1] = parameter("filename", a.filename) end
+  h[#h + 1] = "\r\n"
+  if a.cid then h[#h + 1] = "Content-ID: <" .. a.cid .. ">\r\n" end
+  return {
+    headers = table.concat(h),
+    body = a.path and encoded_file(a.path) or encoded_string("base64", a.content),
+    size = base64_size(a.size),
+  }
+end
+
+local function multipart(subtype, parts)
+  return { subtype = subtype, parts = parts }
+end
+
+-- The MIME tree: mixed > alternative > related, each only when needed.
+local function tree(m, caps)
+  local inline, attached = {}, {}
+  for _, a in ipairs(m.attachments) do
+    table.insert(a.inline and inline or attached, attachment_part(a))
+  end
+  local html
+  if m.html then
+    html = text_part("html", m.html, m.charset, caps)
+    if #inline > 0 then
+      table.insert(inline, 1, html)
+      html = multipart("related", inline)
+    end
+  end
+  local text = (m.text or not html) and text_part("plain", m.text or "", m.charset, caps)
+  local body = text and html and multipart("alternative", { text, html }) or html or text
+  if #attached > 0 then
+    table.insert(attached, 1, body)
+    body = multipart("mixed", attached)
+  end
+  return body
+end
+
+-- A boundary that cannot occur in the content: encoded parts cannot hold
+-- "=_" at all, and 7bit/8bit text is searched.
+local function boundary(node)
+  while true do
+    local b = "=_" .. random_hex(12)
+    local clash = false
+    for _, p in ipairs(node.parts) do
+      if p.text and type(p.body) == "string" and p.body:find("--" .. b, 1, true) then clash = true end
+    end
+    if not clash then return b end
+  end
+end
+
+-- Flatten the tree into pieces (strings and chunk sources); returns the
+-- root's headers and an estimate of the size.
+local function flatten(node, pieces, caps)
+  if not node.parts then
+    pieces[#pieces + 1] = node.body
+    return node.headers, node.size, node.eightbit
+  end
+  local b = boundary(node)
+  local size, eightbit = 0, false
+  for i, part in ipairs(node.parts) do
+    pieces[#pieces + 1] = (i == 1 and "--" or "\r\n--") .. b .. "\r\n"
+    local sub = {}
+    local headers, psize, p8 = flatten(part, sub, caps)
+    pieces[#pieces + 1] = headers .. "\r\n"
+    for _, p in ipairs(sub) do pieces[#pieces + 1] = p end
+    size, eightbit = size + #headers + psize + #b + 8, eightbit or p8
+  end
+  pieces[#pieces + 1] = "\r\n--" .. b .. "--\r\n"
+  return "Content-Type: multipart/" .. node.subtype .. ";\r\n boundary=\"" .. b .. "\"\r\n",
+    size + #b + 8, eightbit
+end
+
+-- Pieces -> one chunk source.
+local function source(pieces)
+  local i, cur = 0, nil
+  return function()
+    while true do
+      if cur then
+        local chunk = cur()
+        if chunk then
+          if chunk ~= "" then return chunk end
+        else
+          cur = nil
+        end
+      else
+        i = i + 1
+        local p = pieces[i]
+        if p == nil or type(p) == "string" then return p end
+        cur = p
+      end
+    end
+  end
+end
+
+-- raw: the header section without its Bcc fields (RFC 5322 3.6.3: never
+-- sent), then the rest as it is.
+local function raw_source(raw)
+  local next_chunk = type(raw) == "string" and (function()
+    local done = false
+    return function()
+      if done then return nil end
+      done = true
+      return raw
+    end
+  end)() or raw
+  local head, done_head = {}, false
+  local size = 0
+  return function()
+    if done_head then return next_chunk() end
+    while true do
+      local chunk = next_chunk()
+      if chunk == nil then
+        done_head = true
+        return table.concat(head)
+      end
+      if type(chunk) ~= "string" then error("smtp.send: raw function returned a " .. type(chunk), 0) end
+      head[#head + 1] = chunk
+      size = size + #chunk
+      local text = table.concat(head)
+      local s, e = text:find("\r?\n\r?\n")
+      if s or size > 1024 * 1024 then
+        done_head = true
+        local header = (s and text:sub(1, s - 1) or text):gsub("\r\n?", "\n")
+        local kept, skipping = {}, false
+        for line in (header .. "\n"):gmatch("([^\n]*)\n") do
+          -- A folded line belongs to the field above it.
+          if not line:find("^[ \t]") then skipping = line:lower():find("^bcc%s*:") ~= nil end
+          if not skipping then kept[#kept + 1] = line .. "\r\n" end
+        end
+        return table.concat(kept) .. (s and "\r\n" .. text:sub(e + 1) or "")
+      end
+    end
+  end
+end
+
+-- The message for a server that offers `caps`: the header section, a
+-- source of the rest, MAIL parameters, and an estimate of the size (nil
+-- when unknown).
+function M.render(m, caps)
+  local params = {}
+  if m.raw then
+    local size = type(m.raw) == "string" and #m.raw or nil
+    local eight = type(m.raw) == "string" and not is_ascii(m.raw)
+    if eight and caps["8bitmime"] then params[#params + 1] = "BODY=8BITMIME" end
+    if caps.size and size then params[#params + 1] = "SIZE=" .. size end
+    return "", raw_source(m.raw), table.concat(params, " "), size
+  end
+  local pieces = {}
+  local root_headers, body_size, eightbit = flatten(tree(m, caps), pieces, caps)
+  local cs = m.charset
   local h = {
-    address_header("From", { m.from }),
+    address_header("From", { m.from }, cs),
     "Date: " .. m.date .. "\r\n",
     "Message-ID: " .. m.message_id .. "\r\n",
   }
-  if #m.to > 0 then h[#h + 1] = address_header("To", m.to) end
-  if #m.cc > 0 then h[#h + 1] = address_header("Cc", m.cc) end
-  if #m.reply_to > 0 then h[#h + 1] = address_header("Reply-To", m.reply_to) end
-  if m.subject then h[#h + 1] = fold("Subject", text_words(m.subject)) end
-  for _, pair in ipairs(m.headers) do h[#h + 1] = fold(pair[1], text_words(pair[2])) end
+  if #m.to > 0 then h[#h + 1] = address_header("To", m.to, cs) end
+  if #m.cc > 0 then h[#h + 1] = address_header("Cc", m.cc, cs) end
+  if #m.reply_to > 0 then h[#h + 1] = address_header("Reply-To", m.reply_to, cs) end
+  if m.subject then h[#h + 1] = fold("Subject", text_words("subject", m.subject, cs)) end
+  for _, pair in ipairs(m.headers) do h[#h + 1] = fold(pair[1], text_words(pair[1], pair[2], cs)) end
   h[#h + 1] = "MIME-Version: 1.0\r\n"
-  h[#h + 1] = "Content-Type: text/plain; charset=utf-8\r\n"
-  h[#h + 1] = "Content-Transfer-Encoding: " .. cte .. "\r\n\r\n"
+  h[#h + 1] = root_headers .. "\r\n"
   local header = table.concat(h)
-  local params = {}
-  if cte == "8bit" then params[#params + 1] = "BODY=8BITMIME" end
-  if caps.size then
-    local unterminated = body ~= "" and body:sub(-2) ~= "\r\n"
-    params[#params + 1] = "SIZE=" .. (#header + #body + (unterminated and 2 or 0))
-  end
-  return header, body, table.concat(params, " ")
+  local size = math.floor(#header + body_size)
+  if eightbit then params[#params + 1] = "BODY=8BITMIME" end
+  if caps.size then params[#params + 1] = "SIZE=" .. size end
+  return header, source(pieces), table.concat(params, " "), size
 end
 
 return M

@@ -248,20 +248,31 @@ function Session:deliver(m)
   if not r then return nil, err end
   local a
   a, err = self:run()
+  local bytes = 0
   if a == "body" then
     self.in_body = true
-    for _, chunk in ipairs({ header, body }) do
+    local chunk = header
+    while a and chunk do
       local i = 1
       while a and i <= #chunk do
         if a == "body" then i = eng:body(chunk, i) end
         if i <= #chunk then a, err = self:step() end
       end
+      bytes = bytes + #chunk
+      local ok, next_chunk = pcall(body)
+      if not ok then
+        -- Hang up before the final dot: the server must not take half a message.
+        self:release()
+        return nil, errors.new { kind = "closed", stage = "data",
+          message = "reading the message failed, so it was not sent: " .. tostring(next_chunk) }
+      end
+      chunk = next_chunk
     end
     if a then r, err = self:command("body_end") end
     if r and a then a, err = self:run() end
   end
   if not a then return nil, err end
-  return verdict(txn, m, #header + #body)
+  return verdict(txn, m, bytes)
 end
 
 function Session:send(msg)
