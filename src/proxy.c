@@ -483,7 +483,8 @@ static int http_status(smtp_proxy *p, const unsigned char *line, size_t n) {
   /* tinyproxy says 401 to wrong credentials, 407 only to none */
   if (code == 407 || code == 401)
     return fail(p, code, 0, "wrong or missing proxy credentials (%s)", text);
-  if (code >= 502 && code <= 504)
+  /* 502-504 by the book; tinyproxy says 500 "Unable to connect". */
+  if (code == 500 || (code >= 502 && code <= 504))
     return fail(p, code, 1, "cannot reach the server (%s)", text);
   return fail(p, code, 0, "CONNECT failed (%s)", text);
 }

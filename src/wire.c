@@ -256,6 +256,11 @@ unsigned smtp_wire_step(smtp_wire *w) {
 static unsigned wire_step(smtp_wire *w) {
   unsigned s;
   if (w->layer == PROXY) {
+    /* The driver failed the session (a timeout, a reset) mid-handshake. */
+    if (smtp_engine_state(&w->engine) & SMTP_CLOSED) {
+      smtp_proxy_clear(&w->proxy);
+      return smtp_engine_state(&w->engine);
+    }
     s = proxy_step(w);
     if (w->layer == PROXY) return s;
   }

@@ -108,6 +108,9 @@ end
 function Session:step()
   local eng, conn = self.engine, self.conn
   local a = eng:action()
+  -- action() may have passed the proxy hop and parsed what came with its
+  -- reply: record the hop before any event from behind it.
+  if self.layer ~= "tls" then self:watch_layer() end
   if a == "write" then
     local out = eng:output()
     local ok, kind, msg = conn:write(out, self.timeout)
@@ -122,6 +125,7 @@ function Session:step()
     elseif kind == "closed" then
       eng:eof()
     else
+      if eng:layer() == "proxy" then msg = msg:gsub("the server", "the proxy") end
       eng:fail(kind, msg)
     end
   elseif a == "closed" then
@@ -406,8 +410,8 @@ local function failed(report, err, t0)
   local st = report.stages
   local last = st[#st]
   local name = err.stage
-  if err.kind == "dns" or err.kind == "proxy" then
-    name = err.kind
+  if err.kind == "dns" or err.kind == "proxy" or (name == "connect" and report.proxy and not report.proxy.time) then
+    name = err.kind == "dns" and "dns" or "proxy"
   elseif err.kind == "tls" and (name == "connect" or (last and last.name == "starttls" and last.ok)) then
     name = "tls"   -- the handshake itself
   end

@@ -4,14 +4,15 @@
 #   spec/support/proxies.sh start DIR   # (re)write DIR, start all, wait until each listens
 #   spec/support/proxies.sh stop DIR    # stop what "start DIR" started, by its pid files
 #
-# All listen on 127.0.0.1 only, on fixed ports (environment, default):
-#   SMTP_TEST_SOCKS_PORT       1080  danted: SOCKS4 and SOCKS5, no authentication
-#   SMTP_TEST_SOCKS_AUTH_PORT  1081  danted: SOCKS5 with username/password only
-#   SMTP_TEST_SOCKS4A_PORT     1082  socks4a.py: SOCKS4 and SOCKS4a; it logs each
+# All listen on 127.0.0.1 only, on fixed ports (environment, default; the
+# defaults are the Makefile's and spec/support/server.lua's proxies()):
+#   SMTP_TEST_SOCKS_PORT      21080  danted: SOCKS4 and SOCKS5, no authentication
+#   SMTP_TEST_SOCKS_AUTH_PORT 21081  danted: SOCKS5 with username/password only
+#   SMTP_TEST_SOCKS4A_PORT    21082  socks4a.py: SOCKS4 and SOCKS4a; it logs each
 #                                    destination as the client sent it (a name
 #                                    for 4a) to DIR/socks4a.log, JSON per line
-#   SMTP_TEST_HTTP_PORT        8888  tinyproxy: CONNECT, no authentication
-#   SMTP_TEST_HTTP_AUTH_PORT   8889  tinyproxy: CONNECT with Basic authentication
+#   SMTP_TEST_HTTP_PORT       28888  tinyproxy: CONNECT, no authentication
+#   SMTP_TEST_HTTP_AUTH_PORT  28889  tinyproxy: CONNECT with Basic authentication
 # The credentials are SMTP_TEST_PROXY_USER (smtptest) and
 # SMTP_TEST_PROXY_PASSWORD (smtptest-proxy-pw).  Dante checks them against
 # the system's password database, so "start" creates that system user (no
@@ -31,11 +32,11 @@
 # (apt-get install dante-server tinyproxy) and /usr/bin/python3.
 set -eu
 
-SOCKS_PORT=${SMTP_TEST_SOCKS_PORT:-1080}
-SOCKS_AUTH_PORT=${SMTP_TEST_SOCKS_AUTH_PORT:-1081}
-SOCKS4A_PORT=${SMTP_TEST_SOCKS4A_PORT:-1082}
-HTTP_PORT=${SMTP_TEST_HTTP_PORT:-8888}
-HTTP_AUTH_PORT=${SMTP_TEST_HTTP_AUTH_PORT:-8889}
+SOCKS_PORT=${SMTP_TEST_SOCKS_PORT:-21080}
+SOCKS_AUTH_PORT=${SMTP_TEST_SOCKS_AUTH_PORT:-21081}
+SOCKS4A_PORT=${SMTP_TEST_SOCKS4A_PORT:-21082}
+HTTP_PORT=${SMTP_TEST_HTTP_PORT:-28888}
+HTTP_AUTH_PORT=${SMTP_TEST_HTTP_AUTH_PORT:-28889}
 PROXY_USER=${SMTP_TEST_PROXY_USER:-smtptest}
 PROXY_PASSWORD=${SMTP_TEST_PROXY_PASSWORD:-smtptest-proxy-pw}
 PYTHON=/usr/bin/python3

@@ -27,9 +27,12 @@
 --     SMTP_TEST_PROXY_PASSWORD, SMTP_TEST_PROXY_DIR), with its defaults
 --   server.socks4a_log()        -- socks4a.py's log records so far, in order
 --     ({ userid, host, port, name, mode, result }: see socks4a.py)
---   server.socks4a { mode = "close" }
---                               -- a private socks4a.py in that --mode, on a
---     free port: { host, port, pid, log (its log file) }, and :stop()
+--   server.socks4a { mode = "close", stall_limit = seconds }
+--                               -- a private socks4a.py in that --mode (and
+--     --stall-limit), on a free port: { host, port, pid }, :records() (its
+--     log so far) and :stop()
+--   server.free_port()          -- a TCP port on 127.0.0.1 that nothing
+--     listens on (the kernel's choice, just released: for "nobody there")
 --
 -- Script keys for start() (all optional; the default is a well-behaved ESMTP
 -- server):
@@ -355,6 +358,15 @@ function server.socks4a_log()
   return json_lines(proxy_dir() .. "/socks4a.log")
 end
 
+function server.free_port()
+  local python = os.getenv("SMTP_TEST_PYTHON") or "/usr/bin/python3"
+  local pipe = assert(io.popen(quote(python) .. " -c " .. quote("import socket\n"
+    .. "s = socket.socket()\ns.bind(('127.0.0.1', 0))\nprint(s.getsockname()[1])")))
+  local port = tonumber(pipe:read("*l"))
+  pipe:close()
+  return (assert(port, "no free port"))
+end
+
 local Socks4a = {}
 Socks4a.__index = Socks4a
 
@@ -364,7 +376,8 @@ function server.socks4a(opts)
   local python = os.getenv("SMTP_TEST_PYTHON") or "/usr/bin/python3"
   -- exec: the pipe's other end is socks4a.py itself (see server.start).
   local pipe = assert(io.popen(table.concat({ "exec", quote(python), quote(here .. "/socks4a.py"),
-    "--port 0 --log", quote(log), "--mode", quote(opts.mode or "relay") }, " "), "r"))
+    "--port 0 --log", quote(log), "--mode", quote(opts.mode or "relay"),
+    opts.stall_limit and "--stall-limit " .. tonumber(opts.stall_limit) or "" }, " "), "r"))
   local line = pipe:read("*l")
   local port, pid = (line or ""):match("^PORT (%d+) PID (%d+)$")
   if not port then

@@ -2,11 +2,14 @@
 """A small SOCKS4 and SOCKS4a proxy for the spec suite (dante 1.4 has no 4a).
 
     socks4a.py --port N [--listen ADDR] [--log FILE] [--pidfile FILE]
-               [--mode MODE]
+               [--mode MODE] [--stall-limit SECONDS]
 
 Serves CONNECT on ADDR:N (127.0.0.1 by default) and relays to loopback
 destinations only; any other destination is refused with code 91. The pid
 file is written once the socket listens, so that its presence means ready.
+With --port 0 it binds a free port, prints "PORT <n> PID <pid>" once it
+listens, and exits when nobody reads its stdout pipe any more (so that one
+a spec started dies with the test run), as smtpd.py does.
 
 Each request is appended to FILE as one JSON object per line, with what the
 client sent, before anything is resolved:
@@ -22,9 +25,15 @@ for a request that is not a SOCKS4 CONNECT (answered with 91).
 MODE scripts misbehaviour for tests:
     relay    (default) connect and relay; 91 when the destination fails
     close    close each connection as soon as it is accepted, reading nothing
-    stall    read the request, then never answer (until the client leaves)
+    stall    read the request, then never answer (until the client leaves,
+             or for --stall-limit seconds, after which it closes: a spec
+             that waits in vain then fails instead of hanging)
     garbage  answer the request with bytes that are no SOCKS4 reply
     refuse   answer the request with 91, "request rejected or failed"
+    coalesce relay, but hold the reply until the destination's first bytes
+             (an SMTP greeting) arrive, and send both in one write: the
+             client must keep what comes behind the reply (after 2 s of
+             silence from the destination the reply goes alone)
 A client picks a mode other than "close" for one connection by sending the
 mode's name as its user id; any other user id gets --mode.
 """
@@ -35,10 +44,11 @@ import ipaddress
 import json
 import os
 import socket
+import stat
 import struct
 import sys
 
-MODES = ("relay", "close", "stall", "garbage", "refuse")
+MODES = ("relay", "close", "stall", "garbage", "refuse", "coalesce")
 GRANTED, REJECTED = 90, 91
 FIELD_MAX = 255          # user id and host name, as our client bounds them
 GARBAGE = b"garbage!"    # 'g' is no reply version (0)
@@ -97,7 +107,9 @@ async def open_loopback(host, port):
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
+    except (socket.gaierror, UnicodeError):
+        # UnicodeError: a name the IDNA codec refuses (a label over 63
+        # octets), which no resolver could look up either.
         return None
     for *_, sockaddr in infos:
         if not ipaddress.ip_address(sockaddr[0]).is_loopback:
@@ -123,9 +135,15 @@ async def pipe(reader, writer):
         writer.close()
 
 
-async def relay(reader, writer, upstream):
+async def relay(reader, writer, upstream, coalesce=False):
     up_reader, up_writer = upstream
-    writer.write(reply(GRANTED))
+    first = b""
+    if coalesce:
+        try:
+            first = await asyncio.wait_for(up_reader.read(65536), 2)
+        except asyncio.TimeoutError:
+            pass
+    writer.write(reply(GRANTED) + first)
     await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
     up_writer.close()
 
@@ -148,7 +166,13 @@ async def serve(reader, writer, args, log):
                   "name": is_name, "mode": mode}
         if mode == "stall":
             log.write(dict(record, result="stalled"))
-            while await reader.read(4096):
+
+            async def drain():
+                while await reader.read(4096):
+                    pass
+            try:
+                await asyncio.wait_for(drain(), args.stall_limit)
+            except asyncio.TimeoutError:
                 pass
         elif mode == "garbage":
             log.write(dict(record, result="garbage"))
@@ -163,11 +187,19 @@ async def serve(reader, writer, args, log):
             if upstream is None:
                 writer.write(reply(REJECTED))
                 return
-            await relay(reader, writer, upstream)
+            await relay(reader, writer, upstream, coalesce=mode == "coalesce")
     except (ConnectionError, OSError):
         pass
     finally:
         writer.close()
+
+
+def watch_stdout(loop):
+    """Exit once the last reader of our stdout pipe closed it: epoll reports
+    an error on the write end, which asyncio hands to a reader callback."""
+    fd = sys.stdout.fileno()
+    if stat.S_ISFIFO(os.fstat(fd).st_mode):
+        loop.add_reader(fd, lambda: os._exit(0))
 
 
 async def main():
@@ -177,6 +209,8 @@ async def main():
     parser.add_argument("--log")
     parser.add_argument("--pidfile")
     parser.add_argument("--mode", choices=MODES, default="relay")
+    parser.add_argument("--stall-limit", type=float, default=None,
+                        help="seconds a stalled connection stays open (default: until the client leaves)")
     args = parser.parse_args()
     log = Log(args.log)
     server = await asyncio.start_server(
@@ -185,6 +219,10 @@ async def main():
     if args.pidfile:
         with open(args.pidfile, "w", encoding="ascii") as f:
             f.write(f"{os.getpid()}\n")
+    if args.port == 0:
+        port = server.sockets[0].getsockname()[1]
+        print(f"PORT {port} PID {os.getpid()}", flush=True)
+        watch_stdout(asyncio.get_running_loop())
     async with server:
         await server.serve_forever()
 
