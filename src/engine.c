@@ -16,7 +16,7 @@ enum phase {
 /* What a pending reply answers. */
 enum cmd {
   CMD_GREETING, CMD_EHLO, CMD_HELO, CMD_STARTTLS, CMD_AUTH, CMD_MAIL, CMD_RCPT,
-  CMD_DATA, CMD_END, CMD_RSET, CMD_NOOP, CMD_QUIT
+  CMD_DATA, CMD_BDAT, CMD_END, CMD_RSET, CMD_NOOP, CMD_QUIT
 };
 
 /* Where the current transaction stands. */
@@ -25,7 +25,8 @@ enum txn {
   TXN_ENVELOPE,   /* MAIL queued; RCPT may follow */
   TXN_DATA,       /* DATA queued; waiting for 354 */
   TXN_BODY,       /* 354 received; body bytes flow */
-  TXN_END,        /* final dot queued; waiting for the verdict */
+  TXN_END,        /* final dot (or BDAT LAST) queued; waiting for the verdict */
+  TXN_CHUNKS,     /* BDAT chunks flow */
   TXN_FAILED      /* refused before the body; nothing more to send */
 };
 
@@ -54,7 +55,7 @@ static smtp_stage stage_of(int cmd) {
     case CMD_STARTTLS: return SMTP_STAGE_STARTTLS;
     case CMD_AUTH: return SMTP_STAGE_AUTH;
     case CMD_RCPT: return SMTP_STAGE_RCPT;
-    case CMD_DATA: case CMD_END: return SMTP_STAGE_DATA;
+    case CMD_DATA: case CMD_BDAT: case CMD_END: return SMTP_STAGE_DATA;
     case CMD_QUIT: return SMTP_STAGE_QUIT;
     default: return SMTP_STAGE_MAIL;
   }
@@ -66,7 +67,7 @@ static smtp_stage current_stage(const smtp_engine *e) {
   if (e->phase == PH_EHLO) return SMTP_STAGE_EHLO;
   if (e->phase == PH_STARTTLS || e->phase == PH_TLS) return SMTP_STAGE_STARTTLS;
   if (e->auth_wait) return SMTP_STAGE_AUTH;
-  if (e->txn == TXN_BODY) return SMTP_STAGE_DATA;
+  if (e->txn == TXN_BODY || e->txn == TXN_CHUNKS) return SMTP_STAGE_DATA;
   return SMTP_STAGE_MAIL;
 }
 
@@ -160,6 +161,30 @@ static int queue_helo(smtp_engine *e, int cmd, const char *verb) {
   return queue(e, cmd, 0, line);
 }
 
+static const char *hello(const smtp_engine *e) {
+  return (e->opts & SMTP_OPT_LMTP) ? "LHLO " : "EHLO ";
+}
+
+/* One more reply expected for what was queued last (LMTP's verdict for
+ * each recipient after the one end of data). */
+static int expect(smtp_engine *e, int cmd, unsigned index) {
+  smtp_pending *p;
+  if (e->pend_count == SMTP_PENDING_MAX) return SMTP_AGAIN;
+  p = &e->pend[(e->pend_head + e->pend_count++) % SMTP_PENDING_MAX];
+  p->cmd = (unsigned char)cmd;
+  p->index = index;
+  p->end = e->out_total;
+  return SMTP_OK;
+}
+
+/* The end of a message: LMTP answers once per accepted recipient. */
+static int verdicts(smtp_engine *e) {
+  unsigned i, n = (e->opts & SMTP_OPT_LMTP) ? e->rcpt_ok : 1;
+  if (e->pend_count + n > SMTP_PENDING_MAX) return SMTP_AGAIN;
+  for (i = 0; i < n; i++) (void)expect(e, CMD_END, i);
+  return SMTP_OK;
+}
+
 static int pipelining(const smtp_engine *e) {
   return (e->caps.ext & SMTP_EXT_PIPELINING) && !(e->opts & SMTP_OPT_NO_PIPELINING);
 }
@@ -210,7 +235,8 @@ static void parse_caps(smtp_engine *e) {
     { "8BITMIME", SMTP_EXT_8BITMIME }, { "SMTPUTF8", SMTP_EXT_SMTPUTF8 },
     { "ENHANCEDSTATUSCODES", SMTP_EXT_ENHANCED },
     { "STARTTLS", SMTP_EXT_STARTTLS }, { "AUTH", SMTP_EXT_AUTH },
-    { "DSN", SMTP_EXT_DSN }, { "CHUNKING", SMTP_EXT_CHUNKING }
+    { "DSN", SMTP_EXT_DSN }, { "CHUNKING", SMTP_EXT_CHUNKING },
+    { "BINARYMIME", SMTP_EXT_BINARYMIME }, { "REQUIRETLS", SMTP_EXT_REQUIRETLS }
   };
   const char *line = e->reply.text, *end = line + e->reply.text_len;
   memset(&e->caps, 0, sizeof e->caps);
@@ -272,7 +298,7 @@ static void after_hello(smtp_engine *e) {
 static void on_reply(smtp_engine *e) {
   smtp_pending p = e->pend[e->pend_head];
   int code = e->reply.code, ok = code / 100 == 2;
-  int in_txn = e->txn == TXN_ENVELOPE || e->txn == TXN_DATA;
+  int in_txn = e->txn == TXN_ENVELOPE || e->txn == TXN_DATA || e->txn == TXN_CHUNKS;
   e->pend_head = (e->pend_head + 1) % SMTP_PENDING_MAX;
   e->pend_count--;
   if (code == 421 && p.cmd != CMD_GREETING && p.cmd != CMD_QUIT) {
@@ -284,10 +310,10 @@ static void on_reply(smtp_engine *e) {
       if (code != 220) { fail_reply(e, SMTP_ERR_REJECTED, SMTP_STAGE_GREETING); return; }
       emit(e, SMTP_EV_GREETING, 0);
       e->phase = PH_EHLO;
-      (void)queue_helo(e, CMD_EHLO, "EHLO ");
+      (void)queue_helo(e, CMD_EHLO, hello(e));
       break;
     case CMD_EHLO:
-      if (!ok && code / 100 != 5) {
+      if (!ok && (code / 100 != 5 || (e->opts & SMTP_OPT_LMTP))) {
         fail_reply(e, SMTP_ERR_REJECTED, SMTP_STAGE_EHLO);
         return;
       }
@@ -346,10 +372,17 @@ static void on_reply(smtp_engine *e) {
         txn_fail(e);
       }
       break;
+    case CMD_BDAT:
+      emit(e, SMTP_EV_DATA, p.index);
+      if (!ok && e->txn == TXN_CHUNKS) txn_fail(e);
+      break;
     case CMD_END:
-      emit(e, SMTP_EV_MESSAGE, 0);
-      e->txn = TXN_NONE;
-      e->mail_ok = 0;
+      emit(e, SMTP_EV_MESSAGE, p.index);
+      /* LMTP: one verdict per accepted recipient; the last ends it. */
+      if (e->pend_count == 0 || e->pend[e->pend_head].cmd != CMD_END) {
+        e->txn = TXN_NONE;
+        e->mail_ok = 0;
+      }
       break;
     case CMD_AUTH:
       emit(e, SMTP_EV_AUTH, 0);
@@ -515,22 +548,18 @@ int smtp_engine_data(smtp_engine *e) {
   return r;
 }
 
-/* The CR/LF normalizer and dot-stuffer.  Each input byte yields at most four
- * output bytes (a pending CR's CRLF, then "." doubled), so it runs while four
- * bytes of room remain. */
-size_t smtp_engine_body(smtp_engine *e, const unsigned char *p, size_t len) {
-  size_t i = 0;
-  unsigned char *o;
-  size_t room, n = 0;
-  if (e->txn != TXN_BODY || e->phase == PH_CLOSED) return 0;
-  if (!out_reserve(e, 4)) return 0;
-  o = e->out + e->out_len;
-  room = SMTP_OUT_SIZE - e->out_len;
-  for (; i < len && room - n >= 4; i++) {
+/* The CR/LF normalizer, and the dot-stuffer when stuff is set.  Each input
+ * byte yields at most four output bytes (a pending CR's CRLF, then "."
+ * doubled), so it runs while four bytes of room remain.  Returns the input
+ * bytes taken; *n receives the output bytes. */
+static size_t normalize(smtp_engine *e, const unsigned char *p, size_t len,
+                        unsigned char *o, size_t room, int stuff, size_t *n) {
+  size_t i = 0, k = 0;
+  for (; i < len && room - k >= 4; i++) {
     unsigned char c = p[i];
     if (e->body_cr) {
-      o[n++] = '\r';
-      o[n++] = '\n';
+      o[k++] = '\r';
+      o[k++] = '\n';
       e->body_cr = 0;
       e->body_bol = 1;
       if (c == '\n') continue;
@@ -538,26 +567,96 @@ size_t smtp_engine_body(smtp_engine *e, const unsigned char *p, size_t len) {
     if (c == '\r') {
       e->body_cr = 1;
     } else if (c == '\n') {
-      o[n++] = '\r';
-      o[n++] = '\n';
+      o[k++] = '\r';
+      o[k++] = '\n';
       e->body_bol = 1;
     } else {
-      if (c == '.' && e->body_bol) o[n++] = '.';
-      o[n++] = c;
+      if (c == '.' && e->body_bol && stuff) o[k++] = '.';
+      o[k++] = c;
       e->body_bol = 0;
     }
   }
+  *n = k;
+  return i;
+}
+
+size_t smtp_engine_body(smtp_engine *e, const unsigned char *p, size_t len) {
+  size_t i, n;
+  if (e->txn != TXN_BODY || e->phase == PH_CLOSED) return 0;
+  if (!out_reserve(e, 4)) return 0;
+  i = normalize(e, p, len, e->out + e->out_len, SMTP_OUT_SIZE - e->out_len, 1, &n);
   e->out_len += n;
   e->out_total += n;
   return i;
 }
 
 int smtp_engine_body_end(smtp_engine *e) {
+  int r;
   if (e->txn != TXN_BODY || e->phase == PH_CLOSED) return SMTP_ESTATE;
-  if (!out_reserve(e, 5) || e->pend_count == SMTP_PENDING_MAX) return SMTP_AGAIN;
+  if (!out_reserve(e, 5) || e->pend_count + e->rcpt_ok + 1 > SMTP_PENDING_MAX) return SMTP_AGAIN;
   if (e->body_cr || !e->body_bol) out_put(e, "\r\n", 2);
   e->txn = TXN_END;
-  return queue(e, CMD_END, 0, ".");
+  out_put(e, ".\r\n", 3);
+  r = verdicts(e);
+  return r;
+}
+
+/* Room a BDAT command line takes: "BDAT 4294967295 LAST\r\n". */
+#define BDAT_HEAD 24u
+
+int smtp_engine_bdat(smtp_engine *e, const unsigned char *p, size_t len,
+                     unsigned flags, size_t *used) {
+  char head[BDAT_HEAD + 8];
+  size_t room, in, n, h;
+  int last;
+  *used = 0;
+  if (e->phase != PH_READY || (e->txn != TXN_ENVELOPE && e->txn != TXN_CHUNKS &&
+                               e->txn != TXN_FAILED))
+    return SMTP_ESTATE;
+  if (e->txn == TXN_FAILED) return SMTP_EDONE;
+  /* The first chunk waits for the envelope's verdict: no message is
+   * streamed to a server that took no recipient. */
+  if (e->txn == TXN_ENVELOPE) {
+    if (e->pend_count > 0 || e->has_event) return SMTP_AGAIN;
+    if (e->rcpt_ok == 0) {
+      txn_fail(e);
+      return SMTP_EDONE;
+    }
+    e->txn = TXN_CHUNKS;
+    e->body_bol = 1;
+    e->body_cr = 0;
+  } else if (lockstep_wait(e)) {
+    return SMTP_AGAIN;
+  }
+  if (e->pend_count + e->rcpt_ok + 1 > SMTP_PENDING_MAX || !out_reserve(e, BDAT_HEAD + 64))
+    return SMTP_AGAIN;
+  room = SMTP_OUT_SIZE - e->out_len - BDAT_HEAD - 4;   /* 4: a closing CRLF */
+  /* Transform behind the room for the command line, then close the gap. */
+  if (flags & SMTP_BDAT_RAW) {
+    in = n = len < room ? len : room;
+    memcpy(e->out + e->out_len + BDAT_HEAD, p, n);
+  } else {
+    in = normalize(e, p, len, e->out + e->out_len + BDAT_HEAD, room, 0, &n);
+  }
+  last = (flags & SMTP_BDAT_LAST) && in == len;
+  if (last && !(flags & SMTP_BDAT_RAW) && (e->body_cr || !e->body_bol)) {
+    memcpy(e->out + e->out_len + BDAT_HEAD + n, "\r\n", 2);
+    n += 2;
+    e->body_cr = 0;
+  }
+  if (n == 0 && !last) {
+    *used = in;
+    return SMTP_OK;
+  }
+  h = (size_t)snprintf(head, sizeof head, "BDAT %lu%s\r\n", (unsigned long)n, last ? " LAST" : "");
+  memmove(e->out + e->out_len + h, e->out + e->out_len + BDAT_HEAD, n);
+  memcpy(e->out + e->out_len, head, h);
+  e->out_len += h + n;
+  e->out_total += h + n;
+  *used = in;
+  if (!last) return expect(e, CMD_BDAT, 0);
+  e->txn = TXN_END;
+  return verdicts(e);
 }
 
 int smtp_engine_rset(smtp_engine *e) {
@@ -608,7 +707,7 @@ int smtp_engine_tls_ready(smtp_engine *e) {
   memset(&e->caps, 0, sizeof e->caps);
   e->tls_done = 1;
   e->phase = PH_EHLO;
-  return queue_helo(e, CMD_EHLO, "EHLO ");
+  return queue_helo(e, CMD_EHLO, hello(e));
 }
 
 const smtp_caps *smtp_engine_caps(const smtp_engine *e) { return &e->caps; }

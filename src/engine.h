@@ -94,8 +94,11 @@ typedef enum {
                            235 succeeded, anything else failed */
   SMTP_EV_MAIL,         /* reply to MAIL FROM */
   SMTP_EV_RCPT,         /* reply to RCPT TO; index = the recipient's ordinal from 0 */
-  SMTP_EV_DATA,         /* reply to DATA (354 = body wanted) */
-  SMTP_EV_MESSAGE,      /* reply to the end of the body: 2xx = accepted */
+  SMTP_EV_DATA,         /* reply to DATA (354 = body wanted), or to a BDAT
+                           chunk but the last */
+  SMTP_EV_MESSAGE,      /* reply to the end of the body: 2xx = accepted;
+                           LMTP: one per accepted recipient, index = its
+                           ordinal among them */
   SMTP_EV_RSET,         /* reply to RSET */
   SMTP_EV_NOOP,         /* reply to NOOP */
   SMTP_EV_QUIT          /* reply to QUIT */
@@ -117,6 +120,8 @@ typedef struct {
 #define SMTP_EXT_AUTH        0x040u
 #define SMTP_EXT_DSN         0x080u
 #define SMTP_EXT_CHUNKING    0x100u
+#define SMTP_EXT_BINARYMIME  0x200u
+#define SMTP_EXT_REQUIRETLS  0x400u
 
 typedef struct {
   unsigned ext;            /* SMTP_EXT_* bits */
@@ -128,6 +133,8 @@ typedef struct {
 #define SMTP_OPT_NO_PIPELINING 0x01u  /* never pipeline, even when offered */
 #define SMTP_OPT_STARTTLS      0x02u  /* STARTTLS after EHLO; fail without it */
 #define SMTP_OPT_STARTTLS_TRY  0x04u  /* STARTTLS when offered, else plaintext */
+#define SMTP_OPT_LMTP          0x08u  /* LMTP (RFC 2033): LHLO, and one verdict
+                                         per accepted recipient */
 
 typedef struct {
   unsigned char cmd;       /* a command kind, private */
@@ -221,6 +228,20 @@ int smtp_engine_body_end(smtp_engine *e);
  * The session is not SMTP_IDLE until the exchange ends. */
 int smtp_engine_auth(smtp_engine *e, const char *line);
 int smtp_engine_auth_respond(smtp_engine *e, const char *line);
+
+/* CHUNKING (RFC 3030): instead of smtp_engine_data and the body calls,
+ * send the message as BDAT chunks.  Takes up to len bytes, *used says how
+ * many (0 when there is no room yet: write, then call again).  Line ends
+ * are normalized to CRLF across calls (no dot-stuffing: BDAT needs none);
+ * with SMTP_BDAT_RAW the bytes go as they are (BINARYMIME).  With
+ * SMTP_BDAT_LAST, the chunk that takes the last byte is "BDAT n LAST" and
+ * its reply is the SMTP_EV_MESSAGE verdict.  The first chunk waits
+ * (SMTP_AGAIN) until the envelope is answered, and SMTP_EDONE says no
+ * recipient was accepted or a chunk was refused. */
+#define SMTP_BDAT_LAST 0x01u
+#define SMTP_BDAT_RAW  0x02u
+int smtp_engine_bdat(smtp_engine *e, const unsigned char *p, size_t len,
+                     unsigned flags, size_t *used);
 
 /* RSET (resets a transaction begun with smtp_engine_mail, even one that
  * failed), NOOP, QUIT.  Only when SMTP_IDLE, or for RSET also mid-envelope. */

@@ -6,7 +6,10 @@
  * Lua driver in lua/smtp/session.lua moves bytes between them.  Misuse
  * raises; network failures return nil, kind, message.
  */
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <mbedtls/entropy.h>
 #include <mbedtls/platform_util.h>
@@ -68,13 +71,14 @@ static int opt_int(lua_State *L, int t, const char *key) {
 
 static const char *const proxy_types[] = { "none", "socks4", "socks4a", "socks5", "http", NULL };
 
-/* wire(helo, pipelining, tls, proxy) -> wire | nil, kind, message
+/* wire(helo, pipelining, tls, proxy, lmtp) -> wire | nil, kind, message
  * tls: nil, or { mode, min, max, verify, cafile, capath, certificate, key,
  * servername, pin (32 raw bytes) } as lua/smtp/options.lua made it.
  * proxy: nil, or { type, host, port, username, password, domain }. */
 static int wire_new(lua_State *L) {
   const char *helo = check_arg(L, 1);
-  unsigned opts = lua_toboolean(L, 2) ? 0 : SMTP_OPT_NO_PIPELINING;
+  unsigned opts = (lua_toboolean(L, 2) ? 0 : SMTP_OPT_NO_PIPELINING) |
+                  (lua_toboolean(L, 5) ? SMTP_OPT_LMTP : 0);
   smtp_tls_options o;
   smtp_wire_proxy px;
   smtp_error_kind kind;
@@ -313,6 +317,21 @@ static int engine_body(lua_State *L) {
   return 1;
 }
 
+/* bdat(s, i, last, raw) -> result, next i: a BDAT chunk from s at i. */
+static int engine_bdat(lua_State *L) {
+  smtp_engine *e = check_engine(L);
+  size_t len, used;
+  const char *s = luaL_checklstring(L, 2, &len);
+  lua_Integer i = luaL_optinteger(L, 3, 1);
+  unsigned flags = (lua_toboolean(L, 4) ? SMTP_BDAT_LAST : 0) | (lua_toboolean(L, 5) ? SMTP_BDAT_RAW : 0);
+  int r;
+  luaL_argcheck(L, i >= 1 && (size_t)i <= len + 1, 3, "out of range");
+  r = smtp_engine_bdat(e, (const unsigned char *)s + i - 1, len - (size_t)(i - 1), flags, &used);
+  result(L, r, "BDAT");
+  lua_pushinteger(L, i + (lua_Integer)used);
+  return 2;
+}
+
 static int engine_body_end(lua_State *L) {
   return result(L, smtp_engine_body_end(check_engine(L)), "end of DATA");
 }
@@ -334,7 +353,8 @@ static int engine_caps(lua_State *L) {
     { SMTP_EXT_SIZE, "size" }, { SMTP_EXT_PIPELINING, "pipelining" },
     { SMTP_EXT_8BITMIME, "8bitmime" }, { SMTP_EXT_SMTPUTF8, "smtputf8" },
     { SMTP_EXT_ENHANCED, "enhancedstatuscodes" }, { SMTP_EXT_STARTTLS, "starttls" },
-    { SMTP_EXT_AUTH, "auth" }, { SMTP_EXT_DSN, "dsn" }, { SMTP_EXT_CHUNKING, "chunking" }
+    { SMTP_EXT_AUTH, "auth" }, { SMTP_EXT_DSN, "dsn" }, { SMTP_EXT_CHUNKING, "chunking" },
+    { SMTP_EXT_BINARYMIME, "binarymime" }, { SMTP_EXT_REQUIRETLS, "requiretls" }
   };
   const smtp_caps *c = smtp_engine_caps(check_engine(L));
   size_t i;
@@ -455,6 +475,7 @@ static const luaL_Reg engine_methods[] = {
   { "room", engine_room }, { "feed", engine_feed }, { "eof", engine_eof },
   { "event", engine_event }, { "mail", engine_mail }, { "rcpt", engine_rcpt },
   { "data", engine_data }, { "body", engine_body }, { "body_end", engine_body_end },
+  { "bdat", engine_bdat },
   { "rset", engine_rset }, { "noop", engine_noop }, { "quit", engine_quit },
   { "caps", engine_caps }, { "error", engine_error }, { "fail", engine_fail },
   { NULL, NULL }
@@ -683,6 +704,17 @@ static int core_resolve4(lua_State *L) {
 }
 
 /* Seconds on a monotonic clock, for timings in reports. */
+/* sleep(seconds): for rate limits and backoff with the built-in transport. */
+static int core_sleep(lua_State *L) {
+  lua_Number t = luaL_checknumber(L, 1);
+  struct timespec ts;
+  if (t <= 0) return 0;
+  ts.tv_sec = (time_t)t;
+  ts.tv_nsec = (long)((t - (lua_Number)ts.tv_sec) * 1e9);
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) continue;
+  return 0;
+}
+
 static int core_clock(lua_State *L) {
   lua_pushnumber(L, (lua_Number)smtp_net_now_us() / 1e6);
   return 1;
@@ -691,6 +723,7 @@ static int core_clock(lua_State *L) {
 static const luaL_Reg functions[] = {
   { "wire", wire_new }, { "connect", tcp_connect }, { "clock", core_clock },
   { "resolve4", core_resolve4 }, { "encoder", encoder_new }, { "transcode", core_transcode },
+  { "sleep", core_sleep },
   { NULL, NULL }
 };
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <arpa/inet.h>
 #include <unistd.h>
@@ -93,6 +94,12 @@ static void describe(smtp_net *n, const struct sockaddr *sa) {
   char host[INET6_ADDRSTRLEN] = "?";
   struct sockaddr_storage local;
   socklen_t len = sizeof local;
+  if (sa->sa_family == AF_UNIX) {
+    snprintf(n->addr, sizeof n->addr, "unix:%s", ((const struct sockaddr_un *)(const void *)sa)->sun_path);
+    n->family = 0;
+    snprintf(n->local, sizeof n->local, "localhost");
+    return;
+  }
   getnameinfo(sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
               : sizeof(struct sockaddr_in), n->addr, sizeof n->addr, NULL, 0,
               NI_NUMERICHOST);
@@ -141,12 +148,40 @@ connected:
   return 0;
 }
 
+/* "unix:/path": a local MTA or LMTP server's socket. */
+static int connect_unix(smtp_net *n, const char *path, int timeout_ms, char *msg, size_t msglen) {
+  struct sockaddr_un sun;
+  struct addrinfo ai;
+  int err;
+  memset(&sun, 0, sizeof sun);
+  if (strlen(path) >= sizeof sun.sun_path) {
+    snprintf(msg, msglen, "socket path too long: %s", path);
+    return SMTP_ERR_CONNECT;
+  }
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, path, strlen(path));
+  memset(&ai, 0, sizeof ai);
+  ai.ai_family = AF_UNIX;
+  ai.ai_socktype = SOCK_STREAM;
+  ai.ai_addr = (struct sockaddr *)&sun;
+  ai.ai_addrlen = sizeof sun;
+  err = try_connect(n, &ai, now_ms() + timeout_ms);
+  if (err == 0) return SMTP_ERR_NONE;
+  if (err == ETIMEDOUT) {
+    snprintf(msg, msglen, "connecting to %s timed out after %d ms", path, timeout_ms);
+    return SMTP_ERR_TIMEOUT;
+  }
+  snprintf(msg, msglen, "cannot connect to %s: %s", path, strerror(err));
+  return SMTP_ERR_CONNECT;
+}
+
 int smtp_net_connect(smtp_net *n, const char *host, const char *port,
                      int timeout_ms, char *msg, size_t msglen) {
   struct addrinfo hints, *res = NULL, *ai;
   long long deadline = now_ms() + timeout_ms;
   int r, err = 0;
   char tried[128] = "";
+  if (strncmp(host, "unix:", 5) == 0) return connect_unix(n, host + 5, timeout_ms, msg, msglen);
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;

@@ -20,8 +20,8 @@
 
 typedef struct {
   int fd;                /* -1 when closed */
-  char addr[64];         /* numeric address of the peer */
-  int family;            /* 4 or 6 */
+  char addr[128];        /* numeric address of the peer, or unix:path */
+  int family;            /* 4 or 6; 0 for a Unix socket */
   char local[72];        /* our address as an SMTP address literal: "[127.0.0.1]" */
   long long resolve_us;  /* how long the name lookup took */
 } smtp_net;
@@ -30,7 +30,8 @@ typedef struct {
 void smtp_net_init(smtp_net *n);
 
 /* Resolve host (a name or an IP literal) and connect to each address in
- * turn until one accepts, all within timeout_ms. */
+ * turn until one accepts, all within timeout_ms; "unix:/path" connects to
+ * a Unix socket (port unused). */
 int smtp_net_connect(smtp_net *n, const char *host, const char *port,
                      int timeout_ms, char *msg, size_t msglen);
 

@@ -18,12 +18,35 @@ end
 
 -- ---- addresses ----
 
--- "Name <addr>", "addr" or { name = , address = } -> { name, address }.
+local NOTIFY = { never = 1, success = 1, failure = 1, delay = 1 }
+
+-- DSN NOTIFY: "never", or a list of success, failure, delay (RFC 3461 4.1).
+local function parse_notify(key, v)
+  if v == nil then return nil end
+  local list = type(v) == "string" and { v } or v
+  if type(list) ~= "table" or #list == 0 then fail(key, 'a list of "success", "failure", "delay", or "never"', v) end
+  local out = {}
+  for i, n in ipairs(list) do
+    if not NOTIFY[n] or (n == "never" and #list > 1) then
+      fail(key .. "[" .. i .. "]", '"success", "failure", "delay", or "never" alone', n)
+    end
+    out[i] = n:upper()
+  end
+  return table.concat(out, ",")
+end
+
+-- "Name <addr>", "addr" or { name = , address = , notify =, orcpt = } ->
+-- { name, address, notify, orcpt }.
 local function parse_address(key, v)
-  local name, addr
+  local name, addr, notify, orcpt
   if type(v) == "table" then
     name, addr = v.name, v.address
     if name ~= nil and type(name) ~= "string" then fail(key .. ".name", "a string", name) end
+    notify = parse_notify(key .. ".notify", v.notify)
+    if v.orcpt ~= nil then
+      if not address.valid(v.orcpt) then fail(key .. ".orcpt", "a valid e-mail address", v.orcpt) end
+      orcpt = v.orcpt
+    end
   elseif type(v) == "string" then
     name, addr = v:match("^%s*(.-)%s*<([^<>]*)>%s*$")
     if not addr then addr = v:match("^%s*(.-)%s*$") end
@@ -36,7 +59,7 @@ local function parse_address(key, v)
   end
   if name and name:find("[%z\r\n]") then fail(key, "a display name without CR, LF or NUL", name) end
   if not address.valid(addr) then fail(key, "a valid e-mail address (user@domain)", addr) end
-  return { name = name, address = address.wire_form(addr) }
+  return { name = name, address = address.wire_form(addr), notify = notify, orcpt = orcpt }
 end
 
 local function parse_list(key, v)
@@ -222,7 +245,30 @@ end
 -- ---- checking a message ----
 
 local KEYS = { from = 1, sender = 1, to = 1, cc = 1, bcc = 1, reply_to = 1, subject = 1, text = 1,
-  html = 1, attachments = 1, headers = 1, date = 1, message_id = 1, charset = 1, raw = 1 }
+  html = 1, attachments = 1, headers = 1, date = 1, message_id = 1, charset = 1, raw = 1, dsn = 1,
+  require_tls = 1 }
+
+-- RFC 3461 4: xtext, for ENVID and ORCPT.
+local function xtext(s)
+  return (s:gsub("[^\33-\42\44-\60\62-\126]", function(c) return string.format("+%02X", c:byte()) end))
+end
+
+local DSN_KEYS = { notify = 1, ret = 1, envid = 1, optional = 1 }
+
+local function parse_dsn(d)
+  if d == nil then return nil end
+  if type(d) ~= "table" then fail("dsn", "a table { notify =, ret =, envid =, optional = }", d) end
+  for k in pairs(d) do
+    if not DSN_KEYS[k] then error("smtp.send: unknown key dsn." .. tostring(k), 4) end
+  end
+  if d.ret ~= nil and d.ret ~= "headers" and d.ret ~= "full" then fail("dsn.ret", '"headers" or "full"', d.ret) end
+  if d.envid ~= nil and (type(d.envid) ~= "string" or #d.envid > 100 or d.envid:find("[%c\128-\255]")) then
+    fail("dsn.envid", "printable ASCII, at most 100 characters", d.envid)
+  end
+  if d.optional ~= nil and type(d.optional) ~= "boolean" then fail("dsn.optional", "a boolean", d.optional) end
+  return { notify = parse_notify("dsn.notify", d.notify), ret = d.ret and (d.ret == "full" and "FULL" or "HDRS"),
+    envid = d.envid and xtext(d.envid), optional = d.optional }
+end
 
 -- Header names that the message's own keys produce; set them through those.
 local RESERVED = { from = "from", to = "to", cc = "cc", bcc = "bcc", ["reply-to"] = "reply_to",
@@ -335,9 +381,22 @@ function M.prepare(msg, default_charset)
     charset = is_utf8(charset) and "utf-8" or charset,
   }
   m.sender = msg.sender and parse_address("sender", msg.sender).address or m.from.address
-  m.recipients = {}
+  m.dsn = parse_dsn(msg.dsn)
+  if msg.require_tls ~= nil and type(msg.require_tls) ~= "boolean" then
+    fail("require_tls", "a boolean", msg.require_tls)
+  end
+  m.require_tls = msg.require_tls
+  -- Each recipient's RCPT parameters (DSN), in envelope order.
+  m.recipients, m.rcpt_params = {}, {}
   for _, list in ipairs({ m.to, m.cc, m.bcc }) do
-    for _, a in ipairs(list) do m.recipients[#m.recipients + 1] = a.address end
+    for _, a in ipairs(list) do
+      m.recipients[#m.recipients + 1] = a.address
+      local notify = a.notify or (m.dsn and m.dsn.notify)
+      local p = {}
+      if notify then p[#p + 1] = "NOTIFY=" .. notify end
+      if a.orcpt then p[#p + 1] = "ORCPT=rfc822;" .. xtext(a.orcpt) end
+      m.rcpt_params[#m.rcpt_params + 1] = table.concat(p, " ")
+    end
   end
   if #m.recipients == 0 then fail("to", "at least one recipient (to, cc or bcc)", nil) end
   if msg.raw ~= nil then
@@ -611,16 +670,24 @@ local function raw_source(raw)
 end
 
 -- The message for a server that offers `caps`: the header section, a
--- source of the rest, MAIL parameters, and an estimate of the size (nil
--- when unknown).
+-- source of the rest, MAIL parameters, an estimate of the size (nil when
+-- unknown), and whether it must go as binary (BDAT, no line handling).
 function M.render(m, caps)
   local params = {}
   if m.raw then
-    local size = type(m.raw) == "string" and #m.raw or nil
-    local eight = type(m.raw) == "string" and not is_ascii(m.raw)
-    if eight and caps["8bitmime"] then params[#params + 1] = "BODY=8BITMIME" end
+    local known = type(m.raw) == "string"
+    local size = known and #m.raw or nil
+    -- Bytes that no line-based body can carry go as they are, in BDAT
+    -- chunks, when the server takes BINARYMIME (RFC 3030 3).
+    local binary = known and (m.raw:find("%z") or longest_line(normalize_newlines(m.raw)) > 998)
+      and caps.binarymime and caps.chunking
+    if binary then
+      params[#params + 1] = "BODY=BINARYMIME"
+    elseif known and not is_ascii(m.raw) and caps["8bitmime"] then
+      params[#params + 1] = "BODY=8BITMIME"
+    end
     if caps.size and size then params[#params + 1] = "SIZE=" .. size end
-    return "", raw_source(m.raw), table.concat(params, " "), size
+    return "", raw_source(m.raw), table.concat(params, " "), size, binary
   end
   local pieces = {}
   local root_headers, body_size, eightbit = flatten(tree(m, caps), pieces, caps)

@@ -82,7 +82,7 @@ local AUTH_KEYS = { anonymous = 1, username = 1, password = 1, domain = 1, token
   mechanisms = 1, allow_insecure = 1 }
 local PROXY_KEYS = { type = 1, address = 1, port = 1, domain = 1, username = 1, password = 1 }
 local KEYS = { name = 1, preset = 1, address = 1, port = 1, timeout = 1, charset = 1, helo = 1,
-  auth = 1, tls = 1, proxy = 1, trace = 1, protocol = 1, transport = 1, pipelining = 1 }
+  auth = 1, tls = 1, proxy = 1, trace = 1, protocol = 1, transport = 1, pipelining = 1, chunking = 1 }
 
 local VERSIONS = { "tls1.0", "tls1.1", "tls1.2", "tls1.3" }
 
@@ -293,7 +293,9 @@ function M.normalize(t, presets)
     protocol = check_enum("protocol", t.protocol, { "smtp", "lmtp" }) or "smtp",
     transport = t.transport,
     pipelining = check_type("pipelining", t.pipelining, "boolean"),
+    chunking = check_type("chunking", t.chunking, "boolean"),
   }
+  if o.chunking == nil then o.chunking = true end
   if not o.address then fail("address", "the server's host name or IP address", nil) end
   o.transport = transport(o.transport)
   if o.timeout == nil then

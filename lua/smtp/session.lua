@@ -98,6 +98,7 @@ function Session:on_event(kind, index, code, enhanced, text)
     self.txn.rcpt[index] = r
   elseif self.txn and (kind == "mail" or kind == "data" or kind == "message") then
     self.txn[kind] = r
+    if kind == "message" then self.txn.messages[index] = r end
     if kind == "message" then self.in_body = false end
   end
 end
@@ -203,11 +204,31 @@ local function verdict_envelope(txn, recipients, all)
 end
 
 -- The receipt, or the error that explains why the message was not sent.
+-- LMTP gives a verdict per accepted recipient: those refused there move to
+-- rejected.
 local function verdict(txn, m, bytes)
   local ok, err = verdict_envelope(txn, m.recipients)
   if not ok then return nil, err end
-  if txn.data and txn.data.code ~= 354 then return refused(txn, "data", txn.data) end
-  if not is_ok(txn.message) then return refused(txn, "data", txn.message) end
+  -- DATA wants 354; BDAT chunks but the last, 2xx.
+  local data = txn.data
+  if data and not (data.code == 354 or (txn.chunked and is_ok(data))) then return refused(txn, "data", data) end
+  if #txn.messages > 1 then
+    local delivered = {}
+    for i, entry in ipairs(txn.accepted) do
+      local r = txn.messages[i]
+      entry.delivered = r
+      if is_ok(r) then
+        delivered[#delivered + 1] = entry
+      else
+        txn.rejected[#txn.rejected + 1] = { address = entry.address, code = r.code, enhanced = r.enhanced,
+          message = r.message }
+      end
+    end
+    txn.accepted = delivered
+    if #delivered == 0 then return refused(txn, "data", txn.messages[1]) end
+  elseif not is_ok(txn.message) then
+    return refused(txn, "data", txn.message)
+  end
   local final = txn.message
   return {
     accepted = txn.accepted,
@@ -227,54 +248,105 @@ local function needs_smtputf8(m)
   return false
 end
 
+-- What the server must offer for this message, checked before MAIL: no
+-- byte is sent for a message it would refuse.
+local function preflight(self, m, caps, params, size)
+  local function refuse(kind, text, hint)
+    return nil, errors.new { kind = kind, stage = "mail", message = text, hint = hint }
+  end
+  if caps.size and caps.size > 0 and size and size > caps.size then
+    local _, e = refuse("rejected", string.format("the message is %d bytes and the server takes at most %d (SIZE)",
+      size, caps.size), string.format("send less than %d bytes: smaller or fewer attachments, or a link instead",
+      caps.size))
+    e.size, e.size_limit = size, caps.size
+    return nil, e
+  end
+  if m.require_tls and not (self.report.tls and caps.requiretls) then
+    return refuse("tls", self.report.tls and "the message requires TLS all the way (REQUIRETLS) and the server "
+      .. "does not offer REQUIRETLS" or "the message requires TLS (REQUIRETLS) and this session is not encrypted",
+      "send it through a server that offers REQUIRETLS over TLS, or drop require_tls")
+  end
+  local p = { params }
+  if m.require_tls then p[#p + 1] = "REQUIRETLS" end
+  if m.dsn then
+    if caps.dsn then
+      if m.dsn.ret then p[#p + 1] = "RET=" .. m.dsn.ret end
+      if m.dsn.envid then p[#p + 1] = "ENVID=" .. m.dsn.envid end
+    elseif not m.dsn.optional then
+      return refuse("rejected", "the message asks for delivery status notifications (DSN) and the server does "
+        .. "not offer DSN", "set dsn.optional = true to send it without them")
+    end
+  end
+  if needs_smtputf8(m) then
+    if not caps.smtputf8 then
+      return refuse("rejected", "an address is not ASCII and the server does not offer SMTPUTF8",
+        "use ASCII addresses or a server that supports SMTPUTF8")
+    end
+    p[#p + 1] = "SMTPUTF8"
+  end
+  return (table.concat(p, " "):gsub("^ +", ""))
+end
+
+-- Feed the message to the engine: after 354 with the dot-stuffer, or as
+-- BDAT chunks.  Returns the engine's action and the bytes fed, or nil, err.
+function Session:stream(header, body, chunked, binary)
+  local eng = self.engine
+  local a, err, r = "body", nil, nil
+  if not chunked then
+    a, err = self:run()
+    if a ~= "body" then return a, err, 0 end
+  end
+  self.in_body = true
+  local bytes = 0
+  local chunk, ok, nxt = header, pcall(body)
+  while a and chunk do
+    if not ok then
+      -- Hang up before the end: the server must not take half a message.
+      self:release()
+      return nil, errors.new { kind = "closed", stage = "data",
+        message = "reading the message failed, so it was not sent: " .. tostring(nxt) }, bytes
+    end
+    local last, i = nxt == nil, 1
+    repeat
+      if chunked then
+        r, i = eng:bdat(chunk, i, last, binary)
+        if r == "done" then return self:run() end
+      elseif a == "body" then
+        i = eng:body(chunk, i)
+      end
+      if i <= #chunk or r == "again" then a, err = self:step() end
+    until not a or (i > #chunk and r ~= "again")
+    bytes = bytes + #chunk
+    chunk = nxt
+    if chunk then ok, nxt = pcall(body) end
+  end
+  if a and not chunked then r, err = self:command("body_end") end
+  if a and r then a, err = self:run() end
+  return a, err, bytes
+end
+
 -- Send a message checked by message.prepare.
 function Session:deliver(m)
   local eng = self.engine
   if eng:action() ~= "ready" then return nil, self:error() end
   local caps = eng:caps()
-  local header, body, params = message.render(m, caps)
-  if needs_smtputf8(m) then
-    if not caps.smtputf8 then
-      return nil, errors.new { kind = "rejected", stage = "mail",
-        message = "an address is not ASCII and the server does not offer SMTPUTF8",
-        hint = "use ASCII addresses (an IDN domain in its xn-- form) or a server that supports SMTPUTF8" }
-    end
-    params = params == "" and "SMTPUTF8" or params .. " SMTPUTF8"
-  end
-  local txn = { rcpt = {}, accepted = {}, rejected = {} }
+  local header, body, params, size, binary = message.render(m, caps)
+  local err
+  params, err = preflight(self, m, caps, params, size)
+  if not params then return nil, err end
+  local chunked = binary or (caps.chunking and self.chunking)
+  local txn = { rcpt = {}, accepted = {}, rejected = {}, messages = {}, chunked = chunked }
   self.txn = txn
-  local r, err = self:command("mail", m.sender, params)
-  for _, rcpt in ipairs(m.recipients) do
+  local r
+  r, err = self:command("mail", m.sender, params)
+  for i, rcpt in ipairs(m.recipients) do
     if r ~= "ok" then break end
-    r, err = self:command("rcpt", rcpt)
+    r, err = self:command("rcpt", rcpt, m.rcpt_params[i])
   end
-  if r == "ok" then r, err = self:command("data") end
+  if r == "ok" and not chunked then r, err = self:command("data") end
   if not r then return nil, err end
-  local a
-  a, err = self:run()
-  local bytes = 0
-  if a == "body" then
-    self.in_body = true
-    local chunk = header
-    while a and chunk do
-      local i = 1
-      while a and i <= #chunk do
-        if a == "body" then i = eng:body(chunk, i) end
-        if i <= #chunk then a, err = self:step() end
-      end
-      bytes = bytes + #chunk
-      local ok, next_chunk = pcall(body)
-      if not ok then
-        -- Hang up before the final dot: the server must not take half a message.
-        self:release()
-        return nil, errors.new { kind = "closed", stage = "data",
-          message = "reading the message failed, so it was not sent: " .. tostring(next_chunk) }
-      end
-      chunk = next_chunk
-    end
-    if a then r, err = self:command("body_end") end
-    if r and a then a, err = self:run() end
-  end
+  local a, bytes
+  a, err, bytes = self:stream(header, body, chunked and r == "ok", binary)
   if not a then return nil, err end
   return verdict(txn, m, bytes)
 end
@@ -301,6 +373,11 @@ function Session:tls_report(tls)
   info.verify = tls.verify
   info.verified = tls.verify and #info.problems == 0
   return info
+end
+
+-- Can the session take another message?
+function Session:alive()
+  return not self.closed and self.engine:action() ~= "closed"
 end
 
 -- Close the socket and zero the TLS state, without a word to the server.
@@ -437,12 +514,13 @@ function M.open(o)
   if hop then report.proxy.resolved = peer else report.resolved, report.family = peer, family end
   local s = setmetatable({
     conn = conn, timeout = o.timeout, report = report, trace = o.trace, name = o.name,
-    charset = o.charset, mark = t0,
+    charset = o.charset, mark = t0, chunking = o.chunking,
   }, Session)
   if lookup then s:stage("dns", true, peer, lookup) end
   s:stage("connect", true, (peer or "?") .. (hop and " (the proxy)" or ""), now - t0 - (lookup or 0))
   local tls = o.tls.protocol ~= "none" and o.tls or nil
-  local wire, setup_kind, setup_problem = core.wire(o.helo or localaddr or "localhost", o.pipelining, tls, hop)
+  local wire, setup_kind, setup_problem = core.wire(o.helo or localaddr or "localhost", o.pipelining, tls, hop,
+    o.protocol == "lmtp")
   if not wire then
     conn:close()
     return failed(report, errors.new { kind = setup_kind, stage = "connect", message = setup_problem }, now)
