@@ -1,7 +1,8 @@
 # smtp -- build, test and demo.  Every variable can be overridden:
 #   make LUA=lua5.3 LUA_INC=/usr/include/lua5.3
+#   make spec LUA=lua5.1 BUILD=build/lua5.1     # the specs under another interpreter
 LUA ?= lua5.4
-LUA_INC ?= /usr/include/$(LUA)
+LUA_INC ?= $(if $(filter luajit%,$(LUA)),/usr/include/luajit-2.1,/usr/include/$(LUA))
 CC ?= cc
 CFLAGS ?= -O2 -g
 WARN ?= -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wpointer-arith -Wcast-qual
@@ -40,19 +41,53 @@ export SMTP_TEST_SOCKS4A_PORT ?= 21082
 export SMTP_TEST_HTTP_PORT ?= 28888
 export SMTP_TEST_HTTP_AUTH_PORT ?= 28889
 
-# The specs need the private Postfix instance and the proxies; they are
-# stopped whatever happens.
-spec: all
+# nginx with the Lua module runs LuaJIT, so it loads a build of the module
+# against LuaJIT's headers, without sanitizers (nginx is not instrumented).
+LUAJIT_INC ?= /usr/include/luajit-2.1
+NGX_CFLAGS ?= -O2 -g
+NGINX_DIR ?= $(CURDIR)/.test/nginx
+NGINX_PORT ?= 28180
+
+$(BUILD)/luajit/smtp/core.so: $(CORE_SRC) $(CORE_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(WARN) $(NGX_CFLAGS) -fPIC -shared -I$(LUAJIT_INC) $(MBEDTLS_INC) -o $@ $(CORE_SRC) $(MBEDTLS_LIBS)
+
+# The interpreters the specs run under: $(LUA) with the module in $(BUILD);
+# each other one with its own build in $(BUILD)/<interpreter>.  make test
+# runs all of TEST_LUAS, with one start of the servers for all of them.
+TEST_LUAS ?= lua5.4 lua5.3 lua5.1 luajit
+SPEC_LUAS ?= $(LUA)
+spec_build = $(if $(filter $(LUA),$(1)),$(BUILD),$(BUILD)/$(1))
+spec_inc = $(if $(filter luajit%,$(1)),$(LUAJIT_INC),/usr/include/$(1))
+SPEC_SERVERS_ENV = SMTP_TEST_POSTFIX_DIR=$(POSTFIX_DIR) SMTP_TEST_POSTFIX_PORT=$(POSTFIX_PORT) \
+  SMTP_TEST_PROXY_DIR=$(PROXY_DIR) SMTP_TEST_NGINX_DIR=$(NGINX_DIR) SMTP_TEST_NGINX_PORT=$(NGINX_PORT)
+
+# The specs need the private Postfix instance, the proxies and nginx; they
+# are stopped whatever happens.
+spec: all $(BUILD)/luajit/smtp/core.so
+	@$(foreach lua,$(filter-out $(LUA),$(SPEC_LUAS)),$(MAKE) --no-print-directory LUA=$(lua) \
+	  LUA_INC=$(call spec_inc,$(lua)) BUILD=$(call spec_build,$(lua)) all &&) true
 	@spec/support/postfix.sh start $(POSTFIX_DIR) $(POSTFIX_PORT) >/dev/null
 	@spec/support/proxies.sh start $(PROXY_DIR) >/dev/null || \
 	  { spec/support/postfix.sh stop $(POSTFIX_DIR) >/dev/null; exit 1; }
-	@SMTP_TEST_POSTFIX_DIR=$(POSTFIX_DIR) SMTP_TEST_POSTFIX_PORT=$(POSTFIX_PORT) \
-	  $(SPEC_ENV) $(LUA) $(BUSTED) --cpath="$(CURDIR)/$(BUILD)/?.so" $(SPEC_ARGS); \
-	  rc=$$?; spec/support/proxies.sh stop $(PROXY_DIR) >/dev/null; \
-	  spec/support/postfix.sh stop $(POSTFIX_DIR) >/dev/null; exit $$rc
+	@SMTP_TEST_POSTFIX_PORT=$(POSTFIX_PORT) \
+	  spec/support/nginx.sh start $(NGINX_DIR) $(NGINX_PORT) $(CURDIR)/$(BUILD)/luajit >/dev/null || \
+	  { spec/support/proxies.sh stop $(PROXY_DIR) >/dev/null; \
+	    spec/support/postfix.sh stop $(POSTFIX_DIR) >/dev/null; exit 1; }
+	@rc=0; summary=""; \
+	  for lua in $(SPEC_LUAS); do \
+	    case " $(LUA) " in *" $$lua "*) build=$(BUILD) ;; *) build=$(BUILD)/$$lua ;; esac; \
+	    [ "$(words $(SPEC_LUAS))" = 1 ] || echo "== specs under $$lua"; \
+	    if $(SPEC_SERVERS_ENV) $(SPEC_ENV) $$lua $(BUSTED) --cpath="$(CURDIR)/$$build/?.so" $(SPEC_ARGS); \
+	    then summary="$$summary $$lua:ok"; else rc=1; summary="$$summary $$lua:FAILED"; fi; \
+	  done; \
+	  spec/support/nginx.sh stop $(NGINX_DIR) >/dev/null; \
+	  spec/support/proxies.sh stop $(PROXY_DIR) >/dev/null; \
+	  spec/support/postfix.sh stop $(POSTFIX_DIR) >/dev/null; \
+	  [ "$(words $(SPEC_LUAS))" = 1 ] || echo "== specs:$$summary"; exit $$rc
 
 test: deps
-	@$(MAKE) --no-print-directory spec
+	@$(MAKE) --no-print-directory spec SPEC_LUAS="$(TEST_LUAS)"
 
 lint:
 	luacheck -q lua spec examples

@@ -29,6 +29,8 @@ build = {
     ["smtp.address"] = "lua/smtp/address.lua",
     ["smtp.transport"] = "lua/smtp/transport/init.lua",
     ["smtp.transport.builtin"] = "lua/smtp/transport/builtin.lua",
+    ["smtp.transport.ngx"] = "lua/smtp/transport/ngx.lua",
+    ["smtp.transport.luasocket"] = "lua/smtp/transport/luasocket.lua",
     ["smtp.core"] = {
       sources = { "src/lsmtp.c", "src/wire.c", "src/proxy.c", "src/tls.c", "src/sasl.c", "src/codec.c", "src/engine.c", "src/reply.c", "src/net.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },

@@ -3,7 +3,8 @@
 --
 -- An internationalized domain is sent as punycode (RFC 3492), which every
 -- server understands; only a non-ASCII local part needs SMTPUTF8.  Labels
--- are lowercased (ASCII only: no Unicode case folding or NFC here).
+-- are lowercased (ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic
+-- capitals; no full Unicode case folding or NFC here).
 
 local M = {}
 
@@ -85,6 +86,23 @@ local function code_points(s)
   return cps
 end
 
+-- The lower case of a capital of Latin-1, Latin Extended-A, Greek or
+-- Cyrillic (UTS 46 maps them so; IDNA2008 allows no capitals in a label).
+local function lower(c)
+  if c < 0x80 then return (c >= 65 and c <= 90) and c + 32 or c end
+  if (c >= 0xC0 and c <= 0xDE and c ~= 0xD7) or (c >= 0x391 and c <= 0x3AB and c ~= 0x3A2)
+    or (c >= 0x410 and c <= 0x42F) then
+    return c + 32
+  end
+  if c >= 0x400 and c <= 0x40F then return c + 80 end
+  if c == 0x178 then return 0xFF end
+  if (c >= 0x100 and c <= 0x137 and c ~= 0x130) or (c >= 0x14A and c <= 0x177) then
+    return c % 2 == 0 and c + 1 or c
+  end
+  if (c >= 0x139 and c <= 0x148) or (c >= 0x179 and c <= 0x17E) then return c % 2 == 1 and c + 1 or c end
+  return c
+end
+
 -- ---- punycode (RFC 3492 6.3) ----
 
 local BASE, TMIN, TMAX, SKEW, DAMP = 36, 1, 26, 38, 700
@@ -105,7 +123,8 @@ local function digit(d)
 end
 
 local function punycode(label)
-  local cps = code_points(label:lower())
+  local cps = code_points(label)
+  for i, c in ipairs(cps) do cps[i] = lower(c) end
   local out = {}
   for _, c in ipairs(cps) do
     if c < 128 then out[#out + 1] = string.char(c) end

@@ -48,6 +48,8 @@ local function parse_address(key, v)
       orcpt = v.orcpt
     end
   elseif type(v) == "string" then
+    -- before trimming: %s would take CR and LF for spaces
+    if v:find("[%z\r\n]") then fail(key, "an address without CR, LF or NUL", v) end
     name, addr = v:match("^%s*(.-)%s*<([^<>]*)>%s*$")
     if not addr then addr = v:match("^%s*(.-)%s*$") end
     if name then
@@ -97,10 +99,11 @@ end
 -- ---- header encoding ----
 
 -- RFC 2047 Q encoded-words of at most 75 octets, in the charset, never
--- splitting a character across two words.
-local function encoded_words(key, s, charset)
+-- splitting a character across two words.  The first word shares its line
+-- with `indent` columns ("Subject: "), so it is shorter.
+local function encoded_words(key, s, charset, indent)
   local prefix = "=?" .. charset .. "?Q?"
-  local budget = 75 - #prefix - 2
+  local budget = math.min(75, 78 - (indent or 1)) - #prefix - 2
   local words, cur, used = {}, {}, 0
   for ch in s:gmatch("[%z\1-\127\192-\255][\128-\191]*") do
     local enc
@@ -114,6 +117,7 @@ local function encoded_words(key, s, charset)
     if used + #enc > budget and used > 0 then
       words[#words + 1] = prefix .. table.concat(cur) .. "?="
       cur, used = {}, 0
+      budget = 75 - #prefix - 2
     end
     cur[#cur + 1] = enc
     used = used + #enc
@@ -137,25 +141,45 @@ local function fold(name, words)
   return table.concat(lines, "\r\n") .. "\r\n"
 end
 
--- Words of an unstructured value; encoded-words when it is not ASCII or
--- holds a word too long to fit a line.
-local function text_words(key, s, charset)
-  if is_ascii(s) then
-    local words = {}
-    for w in s:gmatch("%S+") do
-      if #w > 900 then return encoded_words(key, s, charset) end
-      words[#words + 1] = w
+-- "Name: value" for an unstructured value: ASCII folded before its
+-- spaces and tabs, so that unfolding (removing CRLF) gives every one of
+-- them back; encoded-words when it is not ASCII, holds a word too long to
+-- fit a line, or holds "=?" (which a reader would take for the start of
+-- an encoded-word).
+local function unstructured(name, key, s, charset)
+  if is_ascii(s) and not s:find("=?", 1, true) then
+    local long = false
+    for w in s:gmatch("[^ \t]+") do long = long or #w > 900 end
+    if not long then
+      local lines, line = {}, name .. ":"
+      for ws, w in s:gsub("^[ \t]+", ""):gmatch("([ \t]*)([^ \t]+)") do
+        local piece = line == name .. ":" and " " .. w or ws .. w
+        if #line + #piece > 78 and line ~= name .. ":" then
+          lines[#lines + 1] = line
+          line = piece
+        else
+          line = line .. piece
+        end
+      end
+      lines[#lines + 1] = line == name .. ":" and line .. " " or line
+      return table.concat(lines, "\r\n") .. "\r\n"
     end
-    if #words == 0 then words[1] = "" end
-    return words
   end
-  return encoded_words(key, s, charset)
+  return fold(name, encoded_words(key, s, charset, #name + 2))
 end
 
-local function display_name(key, name, charset)
-  if not is_ascii(name) then return encoded_words(key, name, charset) end
-  if name:find("^[%w!#$%%&'*+%-/=?^_`{|}~ ]+$") then return { name } end
-  return { '"' .. name:gsub('[\\"]', "\\%0") .. '"' }
+-- The words of a display name, to fold between: atoms, a quoted-string
+-- (which may fold at its spaces too, RFC 5322 3.2.4), or encoded-words.
+local function display_name(key, name, charset, indent)
+  if not is_ascii(name) or name:find("=?", 1, true) then return encoded_words(key, name, charset, indent) end
+  local words = {}
+  if name:find("^[%w!#$%%&'*+%-/=?^_`{|}~ ]+$") then
+    for w in name:gmatch("%S+") do words[#words + 1] = w end
+  else
+    local q = '"' .. name:gsub('[\\"]', "\\%0") .. '"'
+    for w in (q .. " "):gmatch("([^ ]*) ") do words[#words + 1] = w end
+  end
+  return words
 end
 
 local function address_header(name, list, charset)
@@ -163,7 +187,8 @@ local function address_header(name, list, charset)
   for i, a in ipairs(list) do
     local sep = i < #list and "," or ""
     if a.name then
-      for _, w in ipairs(display_name(name, a.name, charset)) do words[#words + 1] = w end
+      local indent = i == 1 and #name + 2 or 1
+      for _, w in ipairs(display_name(name, a.name, charset, indent)) do words[#words + 1] = w end
       words[#words + 1] = "<" .. a.address .. ">" .. sep
     else
       words[#words + 1] = a.address .. sep
@@ -184,15 +209,19 @@ local function parameter(name, value)
   if is_ascii(value) and #value < 60 and not value:find("[%c]") then
     return ";\r\n " .. name .. "=" .. quoted(value)
   end
-  local enc = value:gsub("[^%w!#$&+%-.^_`|~]", function(c) return string.format("%%%02X", c:byte()) end)
-  local parts, i, n = {}, 1, 0
-  while i <= #enc do
-    local j = math.min(i + 59, #enc)
-    -- never split a %XX
-    if enc:sub(j - 1, j - 1) == "%" then j = j - 2 elseif enc:sub(j, j) == "%" then j = j - 1 end
-    parts[#parts + 1] = string.format(";\r\n %s*%d*=%s%s", name, n, n == 0 and "utf-8''" or "", enc:sub(i, j))
-    i, n = j + 1, n + 1
+  -- Sections of whole characters: decoders such as Python's decode each
+  -- section by itself.
+  local parts, cur = {}, ""
+  local function flush()
+    parts[#parts + 1] = string.format(";\r\n %s*%d*=%s%s", name, #parts, #parts == 0 and "utf-8''" or "", cur)
+    cur = ""
   end
+  for ch in value:gmatch("[%z\1-\127\192-\255][\128-\191]*") do
+    local enc = ch:gsub("[^%w!#$&+%-.^_`|~]", function(c) return string.format("%%%02X", c:byte()) end)
+    if #cur + #enc > 60 and cur ~= "" then flush() end
+    cur = cur .. enc
+  end
+  flush()
   return table.concat(parts)
 end
 
@@ -323,6 +352,12 @@ local function parse_attachment(i, a)
     if type(a.path) ~= "string" then fail(key .. ".path", "a string", a.path) end
     local f, why = io.open(a.path, "rb")
     if not f then error(string.format("smtp.send: %s.path: cannot read %s", key, why), 4) end
+    -- open() takes a directory; read() does not
+    local _, unreadable = f:read(0)
+    if unreadable then
+      f:close()
+      error(string.format("smtp.send: %s.path: cannot read %s: %s", key, a.path, unreadable), 4)
+    end
     att.size = f:seek("end")
     f:close()
     if not att.size then error(string.format("smtp.send: %s.path: %s is not a file", key, a.path), 4) end
@@ -486,8 +521,12 @@ local function encoded_file(path)
       enc = core.encoder("base64")
     end
     if not enc then return nil end
-    local block = f:read(BLOCK)
+    local block, why = f:read(BLOCK)
     if block then return enc:update(block) end
+    if why then
+      f:close()
+      error("smtp.send: cannot read attachment " .. path .. ": " .. why, 0)
+    end
     f:close()
     local tail = enc:finish()
     enc = nil
@@ -552,7 +591,8 @@ end
 local function tree(m, caps)
   local inline, attached = {}, {}
   for _, a in ipairs(m.attachments) do
-    table.insert(a.inline and inline or attached, attachment_part(a))
+    -- without html nothing refers to an inline part: it goes with the others
+    table.insert((a.inline and m.html) and inline or attached, attachment_part(a))
   end
   local html
   if m.html then
@@ -628,8 +668,18 @@ local function source(pieces)
   end
 end
 
--- raw: the header section without its Bcc fields (RFC 5322 3.6.3: never
--- sent), then the rest as it is.
+-- A header section without its Bcc fields (RFC 5322 3.6.3: never sent),
+-- CRLF after each line.  A folded line belongs to the field above it.
+local function without_bcc(header)
+  local kept, skipping = {}, false
+  for line in (header:gsub("\r\n?", "\n") .. "\n"):gmatch("([^\n]*)\n") do
+    if not line:find("^[ \t]") then skipping = line:lower():find("^bcc%s*:") ~= nil end
+    if not skipping then kept[#kept + 1] = line .. "\r\n" end
+  end
+  return table.concat(kept)
+end
+
+-- raw: the header section without its Bcc fields, then the rest as it is.
 local function raw_source(raw)
   local next_chunk = type(raw) == "string" and (function()
     local done = false
@@ -646,8 +696,9 @@ local function raw_source(raw)
     while true do
       local chunk = next_chunk()
       if chunk == nil then
+        -- no blank line: the message is all header section
         done_head = true
-        return table.concat(head)
+        return without_bcc((table.concat(head):gsub("\r?\n$", "")))
       end
       if type(chunk) ~= "string" then error("smtp.send: raw function returned a " .. type(chunk), 0) end
       head[#head + 1] = chunk
@@ -656,14 +707,7 @@ local function raw_source(raw)
       local s, e = text:find("\r?\n\r?\n")
       if s or size > 1024 * 1024 then
         done_head = true
-        local header = (s and text:sub(1, s - 1) or text):gsub("\r\n?", "\n")
-        local kept, skipping = {}, false
-        for line in (header .. "\n"):gmatch("([^\n]*)\n") do
-          -- A folded line belongs to the field above it.
-          if not line:find("^[ \t]") then skipping = line:lower():find("^bcc%s*:") ~= nil end
-          if not skipping then kept[#kept + 1] = line .. "\r\n" end
-        end
-        return table.concat(kept) .. (s and "\r\n" .. text:sub(e + 1) or "")
+        return without_bcc(s and text:sub(1, s - 1) or text) .. (s and "\r\n" .. text:sub(e + 1) or "")
       end
     end
   end
@@ -683,7 +727,8 @@ function M.render(m, caps)
       and caps.binarymime and caps.chunking
     if binary then
       params[#params + 1] = "BODY=BINARYMIME"
-    elseif known and not is_ascii(m.raw) and caps["8bitmime"] then
+    -- a function's chunks are not known yet: they may be 8-bit
+    elseif (not known or not is_ascii(m.raw)) and caps["8bitmime"] then
       params[#params + 1] = "BODY=8BITMIME"
     end
     if caps.size and size then params[#params + 1] = "SIZE=" .. size end
@@ -700,8 +745,8 @@ function M.render(m, caps)
   if #m.to > 0 then h[#h + 1] = address_header("To", m.to, cs) end
   if #m.cc > 0 then h[#h + 1] = address_header("Cc", m.cc, cs) end
   if #m.reply_to > 0 then h[#h + 1] = address_header("Reply-To", m.reply_to, cs) end
-  if m.subject then h[#h + 1] = fold("Subject", text_words("subject", m.subject, cs)) end
-  for _, pair in ipairs(m.headers) do h[#h + 1] = fold(pair[1], text_words(pair[1], pair[2], cs)) end
+  if m.subject then h[#h + 1] = unstructured("Subject", "subject", m.subject, cs) end
+  for _, pair in ipairs(m.headers) do h[#h + 1] = unstructured(pair[1], pair[1], pair[2], cs) end
   h[#h + 1] = "MIME-Version: 1.0\r\n"
   h[#h + 1] = root_headers .. "\r\n"
   local header = table.concat(h)

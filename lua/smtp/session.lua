@@ -292,7 +292,13 @@ end
 function Session:stream(header, body, chunked, binary)
   local eng = self.engine
   local a, err, r = "body", nil, nil
-  if not chunked then
+  if chunked then
+    -- The first chunk waits for the envelope's replies: get them first,
+    -- so the trace shows MAIL and RCPT as commands, not message bytes.
+    local first, failure = self:command("bdat", "", 1, false)
+    if not first then return nil, failure, 0 end
+    if first == "done" then return self:run() end
+  else
     a, err = self:run()
     if a ~= "body" then return a, err, 0 end
   end

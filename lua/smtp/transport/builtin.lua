@@ -5,7 +5,8 @@
 -- with four methods (this is the whole interface; see README, "Transports"):
 --
 --   connect(host, port, timeout)  -> conn | nil, kind, message
---   conn:read(max, timeout)       -> bytes (1..max of them)
+--   conn:read(max, timeout)       -> bytes (1..max of them: what has arrived,
+--                                    without waiting for max)
 --                                  | nil, "closed", message at end of stream
 --                                  | nil, kind, message ("timeout", ...)
 --   conn:write(bytes, timeout)    -> true | nil, kind, message (all or nothing)
@@ -15,7 +16,11 @@
 --                                    name lookup took; optional, each may be nil
 --
 -- kind is one of the error kinds ("dns", "connect", "timeout", "closed").
--- timeout is in seconds, for that one call.
+-- timeout is in seconds, for that one call.  host is a name or an IPv4 or
+-- IPv6 literal (no brackets).  A call may block, or yield (an event loop's
+-- transport yields inside read and write); the session makes one call at a
+-- time.  The transports that ship: builtin (this one), ngx (OpenResty
+-- cosockets), luasocket (LuaSocket, copas).
 local core = require "smtp.core"
 
 return {
