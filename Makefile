@@ -90,7 +90,7 @@ test: deps
 	@$(MAKE) --no-print-directory spec SPEC_LUAS="$(TEST_LUAS)"
 
 lint:
-	luacheck -q lua spec examples
+	luacheck -q lua bin spec examples
 
 werror:
 	$(MAKE) --no-print-directory -B BUILD=$(BUILD)/werror WARN="$(WARN) -Werror" all

@@ -27,6 +27,8 @@ build = {
     ["smtp.session"] = "lua/smtp/session.lua",
     ["smtp.errors"] = "lua/smtp/errors.lua",
     ["smtp.address"] = "lua/smtp/address.lua",
+    ["smtp.load"] = "lua/smtp/load.lua",
+    ["smtp.json"] = "lua/smtp/json.lua",
     ["smtp.transport"] = "lua/smtp/transport/init.lua",
     ["smtp.transport.builtin"] = "lua/smtp/transport/builtin.lua",
     ["smtp.transport.ngx"] = "lua/smtp/transport/ngx.lua",
@@ -38,5 +40,8 @@ build = {
       incdirs = { "$(MBEDTLS_INCDIR)" },
       libdirs = { "$(MBEDTLS_LIBDIR)" },
     },
+  },
+  install = {
+    bin = { ["smtp-test"] = "bin/smtp-test" },
   },
 }

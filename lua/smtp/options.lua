@@ -24,7 +24,7 @@ local function distance(a, b)
   return prev[#b]
 end
 
-local function check_keys(t, known, path)
+local function check_keys(t, known, path, level)
   for k in pairs(t) do
     if known[k] == nil then
       local best, best_d
@@ -36,7 +36,7 @@ local function check_keys(t, known, path)
       if best_d and best_d <= math.max(2, math.floor(#tostring(k) / 3)) then
         msg = msg .. string.format(" (did you mean %s%s?)", path, best)
       end
-      error(msg, 3)
+      error(msg, level or 3)
     end
   end
 end
@@ -265,20 +265,45 @@ local function merge(preset, t)
   return o
 end
 
+-- A preset that is a function takes parameters: the connection's keys that
+-- are not options (region for ses).  It gets them as its argument; a key it
+-- does not read is an unknown option.  Returns the preset's table and the
+-- connection's options without the parameters.
+local function call_preset(name, fn, t)
+  local own, params, read = {}, {}, {}
+  for k, v in pairs(t) do
+    if KEYS[k] then own[k] = v else params[k] = v end
+  end
+  local ok, p = pcall(fn, setmetatable({}, { __index = function(_, k)
+    read[k] = true
+    return params[k]
+  end }))
+  if not ok then error(p, 3) end
+  local known = {}
+  for k in pairs(KEYS) do known[k] = 1 end
+  for k in pairs(read) do known[k] = 1 end
+  check_keys(params, known, "", 4)
+  if type(p) ~= "table" then fail("preset " .. name, "a table of options (what its function returns)", p) end
+  return p, own
+end
+
 function M.normalize(t, presets)
   if type(t) ~= "table" then fail("the argument", "a table of options", t) end
-  check_keys(t, KEYS, "")
+  local p
   if t.preset ~= nil then
     check_type("preset", t.preset, "string")
-    local p = presets[t.preset]
+    p = presets[t.preset]
     if not p then check_enum("preset", t.preset, (function()
       local names = {}
       for k in pairs(presets) do names[#names + 1] = k end
       table.sort(names)
       return names
     end)()) end
-    t = merge(p, t)
+    if type(p) == "function" then p, t = call_preset(t.preset, p, t) end
   end
+  check_keys(t, KEYS, "")
+  local preset_name = t.preset
+  if p then t = merge(p, t) end
   local o = {
     name = check_line("name", t.name),
     address = check_host("address", t.address),
@@ -294,6 +319,8 @@ function M.normalize(t, presets)
     transport = t.transport,
     pipelining = check_type("pipelining", t.pipelining, "boolean"),
     chunking = check_type("chunking", t.chunking, "boolean"),
+    preset = preset_name,
+    preset_hint = p and check_type("the preset's hint", p.hint, "string"),
   }
   if o.chunking == nil then o.chunking = true end
   if not o.address then fail("address", "the server's host name or IP address", nil) end

@@ -151,6 +151,8 @@ end
 function Session:command(name, ...)
   local eng = self.engine
   while true do
+    -- A server that hung up takes no more commands: say why, don't raise.
+    if eng:action() == "closed" then return nil, self:error() end
     local r = eng[name](eng, ...)
     if r ~= "again" then return r end
     local a, err = self:step()
@@ -176,7 +178,8 @@ local function is_ok(r) return r and r.code >= 200 and r.code < 300 end
 local function refused(txn, stage, r, text)
   -- 530: "authentication required" (RFC 4954 6), whatever the command.
   return nil, errors.new { kind = r.code == 530 and "auth" or "rejected", stage = stage, code = r.code,
-    enhanced = r.enhanced, message = text or r.message, accepted = txn.accepted, rejected = txn.rejected }
+    enhanced = r.enhanced, message = text or r.message, accepted = txn.accepted, rejected = txn.rejected,
+    size = txn.size, size_limit = txn.size_limit }
 end
 
 -- MAIL and RCPT replies: true when the server took the sender and at least
@@ -341,7 +344,8 @@ function Session:deliver(m)
   params, err = preflight(self, m, caps, params, size)
   if not params then return nil, err end
   local chunked = binary or (caps.chunking and self.chunking)
-  local txn = { rcpt = {}, accepted = {}, rejected = {}, messages = {}, chunked = chunked }
+  local txn = { rcpt = {}, accepted = {}, rejected = {}, messages = {}, chunked = chunked,
+    size = size, size_limit = caps.size }
   self.txn = txn
   local r
   r, err = self:command("mail", m.sender, params)
@@ -463,7 +467,7 @@ function Session:authenticate(o)
     local detail, status = eng:auth_detail()
     return nil, errors.new { kind = "auth", stage = "auth", code = r.code, enhanced = r.enhanced,
       message = r.message .. (detail ~= "" and (" (" .. mech .. " said: " .. detail .. ")") or ""),
-      status = status ~= "" and status or nil, mechanism = mech }
+      status = status ~= "" and status or nil, mechanism = mech, preset_hint = o.preset_hint }
   end
   return true
 end
