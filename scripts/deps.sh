@@ -7,7 +7,7 @@ PKGS="gcc make clang libclang-rt-14-dev lua5.4 liblua5.4-dev luarocks lua-busted
       libmbedtls-dev python3-aiosmtpd postfix valgrind openssl ca-certificates dante-server tinyproxy
       sasl2-bin libsasl2-modules libsasl2-modules-db
       lua5.3 liblua5.3-dev lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua-socket lua-copas
-      nginx libnginx-mod-http-lua lua-resty-core"
+      nginx libnginx-mod-http-lua lua-resty-core dovecot-lmtpd"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -374,7 +374,9 @@ static void on_reply(smtp_engine *e) {
       break;
     case CMD_BDAT:
       emit(e, SMTP_EV_DATA, p.index);
-      if (!ok && e->txn == TXN_CHUNKS) txn_fail(e);
+      /* Any refused chunk fails the transaction, even when the LAST one
+       * was already queued behind it (pipelining): RSET after it. */
+      if (!ok && (e->txn == TXN_CHUNKS || e->txn == TXN_END)) txn_fail(e);
       break;
     case CMD_END:
       emit(e, SMTP_EV_MESSAGE, p.index);

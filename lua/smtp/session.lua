@@ -97,7 +97,10 @@ function Session:on_event(kind, index, code, enhanced, text)
   elseif kind == "rcpt" then
     self.txn.rcpt[index] = r
   elseif self.txn and (kind == "mail" or kind == "data" or kind == "message") then
-    self.txn[kind] = r
+    -- The first refused BDAT chunk says why; the 503s to the chunks
+    -- pipelined behind it say less.
+    local first = self.txn.data
+    if not (kind == "data" and first and first.code >= 400) then self.txn[kind] = r end
     if kind == "message" then self.txn.messages[index] = r end
     if kind == "message" then self.in_body = false end
   end
@@ -258,11 +261,9 @@ local function preflight(self, m, caps, params, size)
     return nil, errors.new { kind = kind, stage = "mail", message = text, hint = hint }
   end
   if caps.size and caps.size > 0 and size and size > caps.size then
-    local _, e = refuse("rejected", string.format("the message is %d bytes and the server takes at most %d (SIZE)",
-      size, caps.size), string.format("send less than %d bytes: smaller or fewer attachments, or a link instead",
-      caps.size))
-    e.size, e.size_limit = size, caps.size
-    return nil, e
+    -- errors.lua's hint for a message too large names both sizes.
+    return nil, errors.new { kind = "rejected", stage = "mail", size = size, size_limit = caps.size,
+      message = string.format("the message is %d bytes and the server takes at most %d (SIZE)", size, caps.size) }
   end
   if m.require_tls and not (self.report.tls and caps.requiretls) then
     return refuse("tls", self.report.tls and "the message requires TLS all the way (REQUIRETLS) and the server "
@@ -271,11 +272,13 @@ local function preflight(self, m, caps, params, size)
   end
   local p = { params }
   if m.require_tls then p[#p + 1] = "REQUIRETLS" end
-  if m.dsn then
+  local wants_dsn = m.dsn ~= nil
+  for _, rp in ipairs(m.rcpt_params) do wants_dsn = wants_dsn or rp ~= "" end
+  if wants_dsn then
     if caps.dsn then
-      if m.dsn.ret then p[#p + 1] = "RET=" .. m.dsn.ret end
-      if m.dsn.envid then p[#p + 1] = "ENVID=" .. m.dsn.envid end
-    elseif not m.dsn.optional then
+      if m.dsn and m.dsn.ret then p[#p + 1] = "RET=" .. m.dsn.ret end
+      if m.dsn and m.dsn.envid then p[#p + 1] = "ENVID=" .. m.dsn.envid end
+    elseif not (m.dsn and m.dsn.optional) then
       return refuse("rejected", "the message asks for delivery status notifications (DSN) and the server does "
         .. "not offer DSN", "set dsn.optional = true to send it without them")
     end
@@ -305,7 +308,9 @@ function Session:stream(header, body, chunked, binary)
     a, err = self:run()
     if a ~= "body" then return a, err, 0 end
   end
-  self.in_body = true
+  -- With BDAT the envelope goes out from here too: it is message bytes
+  -- only once the first chunk is queued.
+  self.in_body = not chunked
   local bytes = 0
   local chunk, ok, nxt = header, pcall(body)
   while a and chunk do
@@ -319,7 +324,11 @@ function Session:stream(header, body, chunked, binary)
     repeat
       if chunked then
         r, i = eng:bdat(chunk, i, last, binary)
-        if r == "done" then return self:run() end
+        if r == "done" then
+          self.in_body = false
+          return self:run()
+        end
+        if r == "ok" then self.in_body = true end
       elseif a == "body" then
         i = eng:body(chunk, i)
       end
@@ -338,7 +347,10 @@ end
 function Session:deliver(m)
   local eng = self.engine
   if eng:action() ~= "ready" then return nil, self:error() end
+  self.in_body = false
   local caps = eng:caps()
+  -- chunking = false: no BDAT, so no BINARYMIME either.
+  if not self.chunking then caps.chunking, caps.binarymime = false, false end
   local header, body, params, size, binary = message.render(m, caps)
   local err
   params, err = preflight(self, m, caps, params, size)
@@ -351,7 +363,7 @@ function Session:deliver(m)
   r, err = self:command("mail", m.sender, params)
   for i, rcpt in ipairs(m.recipients) do
     if r ~= "ok" then break end
-    r, err = self:command("rcpt", rcpt, m.rcpt_params[i])
+    r, err = self:command("rcpt", rcpt, caps.dsn and m.rcpt_params[i] or "")
   end
   if r == "ok" and not chunked then r, err = self:command("data") end
   if not r then return nil, err end
@@ -541,6 +553,10 @@ function M.open(o)
   a, err = s:run()
   report.tls = s:tls_report(tls)
   if a ~= "ready" then
+    if o.protocol == "lmtp" and err.stage == "ehlo" and (err.code or 0) >= 500 then
+      err.hint = "the server refused LHLO: is it an LMTP server? An SMTP server (ports 25, 587, 465) wants "
+        .. "protocol = \"smtp\""
+    end
     if err.kind == "tls" and report.tls then
       errors.explain_tls(err, report.tls, tls)
     elseif report.tls then

@@ -24,6 +24,8 @@
 #   PORT+7  selfsigned implicit TLS with certs/selfsigned.pem
 #   PORT+8  otherca    implicit TLS with certs/otherca-server.pem (another CA)
 #   PORT+9  plainauth  plaintext, no STARTTLS, AUTH offered (auth.allow_insecure)
+#   PORT+10 sizelimit  plaintext, no STARTTLS; message_size_limit = 100000, so
+#                      EHLO offers "SIZE 100000"
 # Mail that came over TLS gets "(using TLSv1.x with cipher ...)" in its
 # Received header.
 #
@@ -156,6 +158,7 @@ write_master_cf() {
         smtpd_service $((port + 7)) "$implicit" "${chain}selfsigned.key,\$test_certs/selfsigned.pem"
         smtpd_service $((port + 8)) "$implicit" "${chain}otherca-server.key,\$test_certs/otherca-server.pem"
         smtpd_service $((port + 9)) -o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=no
+        smtpd_service $((port + 10)) -o message_size_limit=100000
         cat <<'EOF'
 cleanup    unix  n - n -   0 cleanup
 qmgr       unix  n - n 300 1 qmgr

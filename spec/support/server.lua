@@ -10,7 +10,7 @@
 --     { host, port (= ports.plain), domain, certs (the directory certs.sh
 --     filled: ca.pem, server.pem, client.pem, ...), ports = { plain,
 --     starttls, implicit, tls12, clientcert, expired, wrongname, selfsigned,
---     otherca, plainauth }, users = { plain = { username, password } (ASCII),
+--     otherca, plainauth, sizelimit }, users = { plain = { username, password } (ASCII),
 --     utf8 = { username, password } (a UTF-8 password) }, ntlm_domain,
 --     mechanisms (what AUTH offers, in its order) } (see the port map and
 --     the SASL notes at the top of postfix.sh)
@@ -37,6 +37,14 @@
 -- Script keys for start() (all optional; the default is a well-behaved ESMTP
 -- server):
 --   host             address to listen on, default "127.0.0.1" (also "::1")
+--   unix             a Unix socket path to listen on instead of TCP: then
+--                    srv.host is "unix:<path>" (a connection's address),
+--                    srv.port nil, srv.path the path (removed by stop())
+--   lmtp             true: speak LMTP (RFC 2033): LHLO (EHLO and HELO are
+--                    unknown commands, 500), and after the message one reply
+--                    per accepted recipient: lmtp_replies[address] or else the
+--                    END reply
+--   lmtp_replies     { [address] = "452 4.2.2 mailbox full", ... } (lmtp)
 --   banner           greeting line, default "220 test.local ESMTP smtpd.py"
 --   greeting_delay   seconds before the greeting
 --   silent           accept and never send a byte
@@ -44,15 +52,31 @@
 --   extensions       EHLO keywords, default { "PIPELINING", "8BITMIME",
 --                    "SIZE 10485760", "ENHANCEDSTATUSCODES", "SMTPUTF8" };
 --                    MAIL/RCPT parameters are refused unless their
---                    extension is listed (SIZE, BODY, SMTPUTF8, DSN, ...)
+--                    extension is listed (SIZE, BODY, SMTPUTF8, DSN,
+--                    REQUIRETLS, ...; BODY=BINARYMIME needs BINARYMIME).
+--                    "CHUNKING" serves BDAT (RFC 3030: "BDAT n [LAST]", then
+--                    exactly n octets, taken as they are; without it BDAT is
+--                    an unknown command); DATA after BDAT, or with
+--                    BODY=BINARYMIME, is answered 503
 --   ehlo             "ok" | "refuse" (500 to EHLO, HELO works) |
 --                    "long_line" (one EHLO line of ehlo_line_length bytes,
 --                    default 5000, CRLF not counted) | "endless"
 --   replies          { [trigger] = "full reply, lines joined by \r\n" };
---                    triggers: greeting EHLO HELO MAIL RCPT RCPT:<address>
---                    DATA (to the DATA command) END (after the dot) RSET NOOP
---                    QUIT. A refused MAIL/RCPT/END changes no state, as on a
---                    real server.
+--                    triggers: greeting EHLO (also LHLO) HELO MAIL RCPT
+--                    RCPT:<address> DATA (to the DATA command) END (after the
+--                    dot, or to BDAT LAST) BDAT (each chunk but the last)
+--                    BDAT:<n> (the n-th chunk of a transaction, from 1, last
+--                    or not; a refusal fails the transaction: later chunks get
+--                    503 until RSET) RSET NOOP QUIT. A refused MAIL/RCPT/END
+--                    changes no state, as on a real server.
+--   fail_first       { trigger = "MAIL" | "RCPT" (default) | "DATA" | "END", times = n
+--                    (default 1), reply = (default "451 4.3.0 Temporary
+--                    failure, try again") }: the first n such commands, over
+--                    all sessions of this server, get reply instead
+--   max_messages     n: after n accepted messages in one session, MAIL gets
+--                    max_messages_reply (default "421 4.7.0 test.local Error:
+--                    too many messages in this session"; "" for none) and the
+--                    server hangs up
 --   close_after      "greeting" | "EHLO" | "MAIL" | "RCPT" | "DATA": close
 --                    after that reply; "mid_data": close without a reply once
 --                    close_after_bytes (default 100) of the body arrived
@@ -111,8 +135,17 @@
 -- accepted message
 -- { type = "message", conn, mail_from, mail_options, rcpt_tos, rcpt_options
 -- (one list per accepted recipient), ehlo, data (body after dot-unstuffing,
--- through the CRLF before the final dot), wire (the bytes after the 354
--- through CRLF.CRLF), tls (true if it came encrypted) }. A message is
+-- through the CRLF before the final dot; or the BDAT chunks joined), wire
+-- (the bytes after the 354 through CRLF.CRLF; with BDAT the same as data),
+-- chunks (BDAT only: the chunk sizes, in order), received (the server's
+-- time.time() when the message was complete), delivered and replies (LMTP:
+-- the recipients that got a 2xx, and the reply to each of rcpt_tos), tls
+-- (true if it came encrypted) }; for each BDAT chunk { type = "chunk", conn,
+-- index (in its transaction, from 1), size, last, pipelined (more bytes had
+-- come behind the chunk's octets by the time its reply was due) } -- the
+-- command record of a BDAT line always says pipelined, as its octets follow
+-- it. The message record comes once per accepted message (LMTP: once some
+-- recipient got a 2xx). A message is
 -- recorded before its final reply is sent and a command before it is
 -- answered, so both are there once the client has the reply; a disconnect
 -- record may lag behind the client's close.
@@ -174,11 +207,17 @@ Server.__index = Server
 
 function server.start(script)
   local host, rest, tls_args = "127.0.0.1", {}, {}
+  local path
   for k, v in pairs(script or {}) do
     if k == "host" then
       host = v
     elseif k == "cert" or k == "key" then
       tls_args[#tls_args + 1] = "--" .. k .. " " .. quote(v)
+    elseif k == "unix" then
+      path = v
+      tls_args[#tls_args + 1] = "--unix " .. quote(v)
+    elseif k == "lmtp" then
+      if v then tls_args[#tls_args + 1] = "--lmtp" end
     else
       rest[k] = v
     end
@@ -197,6 +236,10 @@ function server.start(script)
     pipe:close()
     os.remove(record)
     error("smtpd.py did not start (said " .. tostring(line) .. "; see stderr)", 2)
+  end
+  if path then
+    return setmetatable({ host = "unix:" .. path, path = path, pid = tonumber(pid), pipe = pipe,
+      record = record }, Server)
   end
   return setmetatable({ host = host, port = tonumber(port), pid = tonumber(pid),
     pipe = pipe, record = record }, Server)
@@ -239,6 +282,7 @@ function Server:stop()
   os.execute("kill " .. self.pid .. " 2>/dev/null")
   self.pipe:close()
   os.remove(self.record)
+  if self.path then os.remove(self.path) end
   self.pid = nil
 end
 
@@ -258,7 +302,7 @@ function server.postfix()
   return { host = "127.0.0.1", port = port, domain = "example.test", certs = dir .. "/certs",
     ports = { plain = port, starttls = port + 1, implicit = port + 2, tls12 = port + 3, clientcert = port + 4,
       expired = port + 5, wrongname = port + 6, selfsigned = port + 7, otherca = port + 8,
-      plainauth = port + 9 },
+      plainauth = port + 9, sizelimit = port + 10 },
     users = { plain = { username = "alice", password = "alice-secret-pw" },
       utf8 = { username = "bob", password = "p\195\164ssw\195\182rd" } },
     ntlm_domain = "EXAMPLE",

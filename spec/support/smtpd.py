@@ -2,13 +2,18 @@
 """A scriptable SMTP server for the spec suite, built on aiosmtpd.
 
     smtpd.py --script JSON --record FILE [--temporary] [--cert FILE --key FILE]
+             [--lmtp] [--unix PATH]
 
-Binds 127.0.0.1 (or --host) on a free port, prints "PORT <n> PID <pid>" and serves every
+Binds 127.0.0.1 (or --host) on a free port (or listens on the Unix socket
+--unix PATH, then printing port 0), prints "PORT <n> PID <pid>" and serves every
 connection with the same script until SIGTERM, or until the reader of its
 stdout goes away when stdout is a pipe (so a forgotten server dies with the
 test run; --temporary then removes FILE too). Each event is appended to FILE
 as one JSON object per line. --cert and --key (PEM files) are the server's
 certificate for the scripts that speak TLS (keys "implicit" and "starttls").
+--lmtp speaks LMTP (RFC 2033): LHLO instead of EHLO/HELO, and one reply per
+accepted recipient after the message. CHUNKING (RFC 3030 BDAT) is served
+when the script's extensions list it.
 spec/support/server.lua documents the script keys and the records.
 
 Strings in records are the received bytes decoded as UTF-8 with
@@ -30,6 +35,7 @@ import socket
 import ssl
 import stat
 import sys
+import time
 
 from aiosmtpd.smtp import SMTP
 
@@ -98,6 +104,20 @@ class Script:
         size = self.keywords.get("SIZE", "")
         self.size_limit = int(size) if size.isdigit() else 0
         self.close_after = script.get("close_after")
+        self.lmtp = False       # --lmtp
+        # Replies after the message, per recipient (LMTP), keyed in lower case.
+        self.lmtp_replies = {k.lower(): v for k, v in
+                             (script.get("lmtp_replies") or {}).items()}
+        # After this many messages in one session, MAIL gets
+        # max_messages_reply (or nothing, when it is "") and the server hangs up.
+        self.max_messages = script.get("max_messages")
+        self.max_messages_reply = script.get(
+            "max_messages_reply",
+            "421 4.7.0 %s Error: too many messages in this session" % HOSTNAME)
+        # { trigger, times, reply }: the first `times` commands of that
+        # trigger, over all sessions, get `reply` instead of their own.
+        self.fail_first = script.get("fail_first")
+        self.failed = 0
         self.starttls = script.get("starttls")
         if self.starttls not in STARTTLS_MODES:
             raise SystemExit("smtpd.py: unknown starttls mode %r" % self.starttls)
@@ -115,6 +135,14 @@ class Script:
 
     def reply(self, trigger, default):
         return self.replies.get(trigger, default)
+
+    def failing(self, trigger):
+        """The fail_first reply when this command is one of the first ones."""
+        fail = self.fail_first
+        if fail and fail.get("trigger", "RCPT") == trigger and self.failed < fail.get("times", 1):
+            self.failed += 1
+            return fail.get("reply", "451 4.3.0 Temporary failure, try again")
+        return None
 
 
 class CommandReader:
@@ -184,6 +212,23 @@ class ScriptedSMTP(SMTP):
         self.verb = "greeting"
         self.tls = False
         self.lost = False
+        self.delivered = 0          # messages accepted in this session
+        self.chunk = None           # the BDAT chunk whose reply is due
+        # Commands this server does not know are answered 500, as aiosmtpd
+        # answers any unknown command: LHLO unless LMTP, EHLO and HELO in
+        # LMTP (RFC 2033 4.1), BDAT unless CHUNKING is offered.
+        unknown = ["EHLO", "HELO"] if script.lmtp else ["LHLO"]
+        if "CHUNKING" not in script.keywords:
+            unknown.append("BDAT")
+        for verb in unknown:
+            self._smtp_methods.pop(verb, None)
+
+    def _set_post_data_state(self):
+        super()._set_post_data_state()
+        # BDAT (RFC 3030): the chunks of the transaction so far.
+        self.chunks = []
+        self.chunk_data = bytearray()
+        self.chunks_failed = False
 
     def record(self, kind, **fields):
         self.recorder.write(dict(type=kind, conn=self.conn, **fields))
@@ -207,7 +252,8 @@ class ScriptedSMTP(SMTP):
         if transport.get_extra_info("ssl_object") is not None:
             self.record_tls(transport)
         sock = transport.get_extra_info("socket")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
 
     def connection_lost(self, error):
@@ -252,6 +298,11 @@ class ScriptedSMTP(SMTP):
             # aiosmtpd's first reply is its own greeting; say ours instead.
             status = self.script.greeting
         await asyncio.sleep(self.script.get("reply_delay", 0))
+        if self.chunk is not None:
+            # Did the client send more before this chunk's reply? (After
+            # reply_delay, so a pipelining client has had time to.)
+            self.record("chunk", pipelined=bool(self.stream._buffer), **self.chunk)
+            self.chunk = None
         data = status.encode("utf-8", "surrogateescape") + b"\r\n"
         if self.verb == "STARTTLS" and data.startswith(b"220 "):
             # aiosmtpd's own words, about to upgrade; or the injection.
@@ -288,7 +339,8 @@ class ScriptedSMTP(SMTP):
             needs = known.get(name.upper())
             if needs is None or needs not in self.script.keywords:
                 return None, "555 5.5.4 Unsupported parameter %s" % name
-            if name.upper() == "BODY" and value.upper() not in ("7BIT", "8BITMIME"):
+            if name.upper() == "BODY" and value.upper() not in ("7BIT", "8BITMIME") and not (
+                    value.upper() == "BINARYMIME" and "BINARYMIME" in self.script.keywords):
                 return None, "501 5.5.4 Unsupported BODY type %s" % value
         return arg[1:end], params
 
@@ -332,6 +384,10 @@ class ScriptedSMTP(SMTP):
             self.session.host_name = hostname
             self.session.extended_smtp = True
         await self.push(reply)
+
+    async def smtp_LHLO(self, hostname):
+        # LMTP's EHLO (only with --lmtp; the EHLO reply and trigger).
+        await self.smtp_EHLO(hostname)
 
     async def smtp_STARTTLS(self, arg):
         mode = self.script.starttls
@@ -621,6 +677,12 @@ class ScriptedSMTP(SMTP):
             return await self.push("530 5.7.0 Authentication required")
         if self.envelope.mail_from is not None:
             return await self.push("503 5.5.1 Error: nested MAIL command")
+        script = self.script
+        if script.max_messages is not None and self.delivered >= script.max_messages:
+            if script.max_messages_reply:
+                await self.push(script.max_messages_reply)
+            self.transport.close()
+            return
         address, params = self.parse_path(arg, "FROM:", MAIL_PARAMS)
         if address is None:
             return await self.push(params)
@@ -631,7 +693,7 @@ class ScriptedSMTP(SMTP):
                     and int(value) > self.script.size_limit):
                 return await self.push(
                     "552 5.3.4 Message size exceeds fixed limit")
-        reply = self.script.reply("MAIL", "250 2.1.0 Ok")
+        reply = self.script.failing("MAIL") or self.script.reply("MAIL", "250 2.1.0 Ok")
         if accepted(reply):
             self.envelope.mail_from = address
             self.envelope.mail_options = params
@@ -646,8 +708,8 @@ class ScriptedSMTP(SMTP):
         if address is None:
             return await self.push(params)
         script = self.script
-        reply = script.replies.get("RCPT:" + address.lower(),
-                                   script.reply("RCPT", "250 2.1.5 Ok"))
+        reply = script.failing("RCPT") or script.replies.get(
+            "RCPT:" + address.lower(), script.reply("RCPT", "250 2.1.5 Ok"))
         if accepted(reply):
             self.envelope.rcpt_tos.append(address)
             self.envelope.rcpt_options.append(params)
@@ -662,7 +724,12 @@ class ScriptedSMTP(SMTP):
             return await self.push("554 5.5.1 Error: no valid recipients")
         if arg:
             return await self.push("501 5.5.4 Syntax: DATA")
-        reply = self.script.reply("DATA", "354 End data with <CR><LF>.<CR><LF>")
+        if self.chunks:
+            return await self.push("503 5.5.1 Error: DATA after BDAT")
+        if any(p.upper() == "BODY=BINARYMIME" for p in self.envelope.mail_options):
+            return await self.push("503 5.5.1 Error: BODY=BINARYMIME needs BDAT")
+        reply = (self.script.failing("DATA")
+                 or self.script.reply("DATA", "354 End data with <CR><LF>.<CR><LF>"))
         await self.push(reply)
         if not reply.startswith("3"):
             return
@@ -672,24 +739,78 @@ class ScriptedSMTP(SMTP):
         wire, data = body
         if self.script.get("no_reply_after") == "DATA_END":
             await self.hang()
+        await self.end_of_message(wire, data)
+
+    async def end_of_message(self, wire, data, chunks=None):
+        """The verdict on a whole message (after the dot, or BDAT LAST):
+        one reply, or with LMTP one per accepted recipient."""
+        script = self.script
         envelope = self.envelope
         self._set_post_data_state()
-        if self.script.size_limit and len(data) > self.script.size_limit:
-            return await self.push("552 5.3.4 Message size exceeds fixed limit")
-        reply = self.script.reply(
-            "END", "250 2.0.0 Ok: queued as %s" % os.urandom(5).hex().upper())
-        if accepted(reply):
+        if script.size_limit and len(data) > script.size_limit:
+            replies = ["552 5.3.4 Message size exceeds fixed limit"]
+        else:
+            default = script.failing("END") or script.reply(
+                "END", "250 2.0.0 Ok: queued as %s" % os.urandom(5).hex().upper())
+            replies = [default]
+        if script.lmtp:
+            replies = [script.lmtp_replies.get(r.lower(), replies[0]) for r in envelope.rcpt_tos]
+        delivered = [r for r, reply in zip(envelope.rcpt_tos, replies) if accepted(reply)]
+        if delivered and (script.lmtp or accepted(replies[0])):
+            self.delivered += 1
             fields = dict(
                 mail_from=envelope.mail_from,
                 mail_options=envelope.mail_options,
                 rcpt_tos=envelope.rcpt_tos, rcpt_options=envelope.rcpt_options,
                 data_b64=base64.b64encode(data).decode(),
                 wire_b64=base64.b64encode(wire).decode(),
-                ehlo=self.session.host_name)
+                ehlo=self.session.host_name, received=time.time())
+            if script.lmtp:
+                fields.update(delivered=delivered, replies=replies)
+            if chunks is not None:
+                fields["chunks"] = chunks
             if self.tls:
                 fields["tls"] = True
             self.record("message", **fields)
-        await self.push(reply)
+        for reply in replies:
+            await self.push(reply)
+
+    async def smtp_BDAT(self, arg):
+        """RFC 3030: "BDAT size [LAST]" and exactly size octets behind it,
+        read whatever the reply; the LAST chunk gets the message's verdict."""
+        if await self.check_helo_needed():
+            return
+        words = (arg or "").split()
+        if (not 1 <= len(words) <= 2 or not words[0].isdigit()
+                or (len(words) == 2 and words[1].upper() != "LAST")):
+            return await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
+        size, last = int(words[0]), len(words) == 2
+        try:
+            octets = await self.stream.readexactly(size)
+        except asyncio.IncompleteReadError:
+            self.transport.close()
+            return
+        index = len(self.chunks) + 1
+        self.chunk = dict(index=index, size=size, last=last)
+        envelope = self.envelope
+        if envelope.mail_from is None:
+            return await self.push("503 5.5.1 Error: need MAIL command")
+        if not envelope.rcpt_tos:
+            return await self.push("554 5.5.1 Error: no valid recipients")
+        if self.chunks_failed:
+            return await self.push("503 5.5.1 Error: an earlier chunk failed, send RSET")
+        self.chunks.append(size)
+        self.chunk_data += octets
+        reply = self.script.replies.get("BDAT:%d" % index)
+        if reply is None and not last:
+            reply = self.script.reply("BDAT", "250 2.0.0 %d octets received" % size)
+        if reply is not None and not (last and accepted(reply)):
+            if not accepted(reply):
+                # The transaction is over; RSET starts the next one.
+                self.chunks_failed = True
+            return await self.push(reply)
+        data = bytes(self.chunk_data)
+        await self.end_of_message(data, data, self.chunks)
 
     async def receive_body(self):
         """Read up to CRLF.CRLF; return (wire, unstuffed data), or None if the
@@ -755,8 +876,13 @@ async def main():
                         help="remove the record file when exiting for want of a reader")
     parser.add_argument("--cert", help="PEM certificate (chain) for TLS")
     parser.add_argument("--key", help="PEM private key of --cert")
+    parser.add_argument("--lmtp", action="store_true", help="speak LMTP (RFC 2033)")
+    parser.add_argument("--unix", help="listen on this Unix socket path instead of TCP")
     args = parser.parse_args()
     script = Script(args.script)
+    script.lmtp = args.lmtp
+    if args.lmtp and "banner" not in json.loads(args.script) and "greeting" not in script.replies:
+        script.greeting = "220 %s LMTP smtpd.py" % HOSTNAME
     context = None
     if args.cert or args.key:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -768,12 +894,17 @@ async def main():
     logging.getLogger("mail.log").setLevel(logging.CRITICAL)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(ignore_disconnects)
-    server = await loop.create_server(
-        lambda: ScriptedSMTP(script, recorder, loop, context), args.host, 0,
-        ssl=context if script.implicit else None)
-    port = server.sockets[0].getsockname()[1]
+    factory = lambda: ScriptedSMTP(script, recorder, loop, context)  # noqa: E731
+    ssl_context = context if script.implicit else None
+    if args.unix:
+        server = await loop.create_unix_server(factory, args.unix, ssl=ssl_context)
+        port = 0
+    else:
+        server = await loop.create_server(factory, args.host, 0, ssl=ssl_context)
+        port = server.sockets[0].getsockname()[1]
     print("PORT %d PID %d" % (port, os.getpid()), flush=True)
-    watch_stdout(loop, [args.record] if args.temporary else [])
+    orphans = [args.record] + ([args.unix] if args.unix else [])
+    watch_stdout(loop, orphans if args.temporary else [])
     await server.serve_forever()
 
 
