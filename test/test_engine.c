@@ -1135,6 +1135,203 @@ static void t_garbage(session *s)
 
 /* ---- running ---- */
 
+/* ---- CHUNKING, LMTP, AUTH, STARTTLS ---- */
+
+#define EHLO_CHUNK "250-mx.example.net\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
+
+/* Feed BDAT chunks of the whole of p, the last one flagged. */
+static int bdat_all(session *s, const char *p, size_t len, unsigned flags)
+{
+  size_t pos = 0;
+  int r;
+
+  do {
+    size_t used = 0;
+    r = smtp_engine_bdat(&s->e, (const unsigned char *)p + pos, len - pos, flags, &used);
+    if (r == SMTP_AGAIN) {
+      drain(s);
+      r = smtp_engine_bdat(&s->e, (const unsigned char *)p + pos, len - pos, flags, &used);
+    }
+    if (r != SMTP_OK)
+      return r;
+    pos += used;
+  } while (pos < len);
+  return r;
+}
+
+static void t_bdat(session *s)
+{
+  ready(s, 0, EHLO_CHUNK);
+  CHECK(smtp_engine_caps(&s->e)->ext & SMTP_EXT_CHUNKING);
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
+  expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+  /* the first chunk waits for the envelope's replies */
+  {
+    size_t used = 9;
+    CHECK_INT(smtp_engine_bdat(&s->e, (const unsigned char *)"x", 1, 0, &used), SMTP_AGAIN);
+    CHECK_INT(used, 0);
+  }
+  server(s, "250 ok\r\n250 ok\r\n");
+  expect_log(s, "mail 250;rcpt#0 250;");
+  /* no dot-stuffing; bare LF and CR become CRLF; the end gets a CRLF */
+  CHECK_INT(bdat_all(s, ".a\nb\r", 5, 0), SMTP_OK);
+  CHECK_INT(bdat_all(s, "\n.", 2, SMTP_BDAT_LAST), SMTP_OK);
+  /* the CR pending at the end of a chunk is decided by the next */
+  expect_out(s, "BDAT 5\r\n.a\r\nbBDAT 5 LAST\r\n\r\n.\r\n");
+  server(s, "250 2.0.0 chunk\r\n250 2.0.0 Ok: queued as X\r\n");
+  expect_log(s, "data 250;message 250;");
+  expect_state(s, SMTP_IDLE);
+  /* raw: the bytes as they are */
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", "BODY=BINARYMIME"), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
+  server(s, "250 ok\r\n250 ok\r\n");
+  CHECK_INT(bdat_all(s, "\0\r\n.\r", 5, SMTP_BDAT_LAST | SMTP_BDAT_RAW), SMTP_OK);
+  drain(s);
+  {
+    static const char want[] = "MAIL FROM:<a@b> BODY=BINARYMIME\r\nRCPT TO:<c@d>\r\nBDAT 5 LAST\r\n"
+                               "\0\r\n.\r";
+    CHECK_MEM(s->out, s->out_len, want, sizeof want - 1);
+    s->out_len = 0;
+  }
+  server(s, "250 ok\r\n");
+  expect_log(s, "mail 250;rcpt#0 250;message 250;");
+  expect_state(s, SMTP_IDLE);
+}
+
+static void t_bdat_refused(session *s)
+{
+  size_t used;
+
+  /* no recipient accepted: no chunk is sent, RSET closes what MAIL opened */
+  ready(s, 0, EHLO_CHUNK);
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
+  server(s, "250 ok\r\n550 no\r\n");
+  CHECK_INT(smtp_engine_bdat(&s->e, (const unsigned char *)"x", 1, SMTP_BDAT_LAST, &used), SMTP_EDONE);
+  expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRSET\r\n");
+  server(s, "250 ok\r\n");
+  expect_log(s, "mail 250;rcpt#0 550;rset 250;");
+  expect_state(s, SMTP_IDLE);
+  /* a chunk refused while LAST is already queued behind it: RSET after */
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
+  server(s, "250 ok\r\n250 ok\r\n");
+  CHECK_INT(bdat_all(s, "one\r\n", 5, 0), SMTP_OK);
+  CHECK_INT(bdat_all(s, "two\r\n", 5, SMTP_BDAT_LAST), SMTP_OK);
+  expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 5\r\none\r\nBDAT 5 LAST\r\ntwo\r\n");
+  server(s, "554 5.6.0 bad chunk\r\n503 5.5.1 no transaction\r\n");
+  expect_out(s, "RSET\r\n");
+  server(s, "250 ok\r\n");
+  expect_log(s, "mail 250;rcpt#0 250;data 554;message 503;rset 250;");
+  expect_state(s, SMTP_IDLE);
+}
+
+static void t_lmtp(session *s)
+{
+  start(s, SMTP_OPT_LMTP);
+  server(s, "220 lmtp.example.net LMTP\r\n");
+  expect_out(s, "LHLO " HELO "\r\n");
+  server(s, "250-lmtp.example.net\r\n250 PIPELINING\r\n");
+  expect_log(s, "greeting 220;ehlo 250;");
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "x@y", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "e@f", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  server(s, "250 ok\r\n250 ok\r\n550 no\r\n250 ok\r\n354 go\r\n");
+  expect_log(s, "mail 250;rcpt#0 250;rcpt#1 550;rcpt#2 250;data 354;");
+  body(s, "hi\r\n", 4);
+  body_end(s);
+  expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<x@y>\r\nRCPT TO:<e@f>\r\n"
+                "DATA\r\nhi\r\n.\r\n");
+  /* one verdict per accepted recipient; the session is busy until the last */
+  server(s, "250 2.1.5 delivered\r\n");
+  expect_log(s, "message 250;");
+  expect_state(s, SMTP_RECVREC);
+  server(s, "452 4.2.2 mailbox full\r\n");
+  expect_log(s, "message 452;");
+  expect_state(s, SMTP_IDLE);
+  /* an LMTP server that refuses LHLO is not asked HELO */
+  start(s, SMTP_OPT_LMTP);
+  server(s, "220 x\r\n");
+  server(s, "500 what\r\n");
+  expect_out(s, "LHLO " HELO "\r\n");
+  expect_state(s, SMTP_CLOSED);
+  expect_error(s, SMTP_ERR_REJECTED, SMTP_STAGE_EHLO, 500);
+}
+
+static void t_auth(session *s)
+{
+  ready(s, 0, "250-mx.example.net\r\n250 AUTH PLAIN LOGIN\r\n");
+  CHECK_STR(smtp_engine_caps(&s->e)->auth, "PLAIN LOGIN");
+  CHECK_INT(smtp_engine_auth(&s->e, "AUTH\r\nX"), SMTP_EINVAL);
+  CHECK_INT(smtp_engine_auth(&s->e, "AUTH LOGIN"), SMTP_OK);
+  expect_out(s, "AUTH LOGIN\r\n");
+  server(s, "334 VXNlcm5hbWU6\r\n");
+  expect_log(s, "auth 334;");
+  CHECK_STR(s->text, "VXNlcm5hbWU6");
+  /* not idle while the exchange runs */
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_ESTATE);
+  CHECK_INT(smtp_engine_auth_respond(&s->e, "dXNlcg=="), SMTP_OK);
+  CHECK_INT(smtp_engine_auth_respond(&s->e, "again"), SMTP_ESTATE);
+  server(s, "334 UGFzc3dvcmQ6\r\n");
+  CHECK_INT(smtp_engine_auth_respond(&s->e, ""), SMTP_OK);
+  expect_out(s, "dXNlcg==\r\n\r\n");
+  server(s, "235 2.7.0 ok\r\n");
+  expect_log(s, "auth 334;auth 235;");
+  expect_state(s, SMTP_IDLE);
+}
+
+static void t_starttls(session *s)
+{
+  /* required and offered: the 220 hands over to TLS, then EHLO again */
+  start(s, SMTP_OPT_STARTTLS);
+  server(s, "220 mx\r\n");
+  server(s, "250-mx\r\n250-SIZE 100\r\n250 STARTTLS\r\n");
+  expect_out(s, "EHLO " HELO "\r\nSTARTTLS\r\n");
+  server(s, "220 go\r\n");
+  expect_log(s, "greeting 220;ehlo 250;starttls 220;");
+  expect_state(s, SMTP_STARTTLS);
+  CHECK_INT(smtp_engine_tls_ready(&s->e), SMTP_OK);
+  CHECK_INT(smtp_engine_caps(&s->e)->ext, 0);
+  expect_out(s, "EHLO " HELO "\r\n");
+  server(s, "250-mx\r\n250 SIZE 200\r\n");
+  CHECK_INT(smtp_engine_caps(&s->e)->size, 200);
+  expect_state(s, SMTP_IDLE);
+  /* bytes behind the 220: injection */
+  start(s, SMTP_OPT_STARTTLS);
+  server(s, "220 mx\r\n");
+  server(s, "250-mx\r\n250 STARTTLS\r\n");
+  server_n(s, "220 go\r\n250 evil\r\n", 18);
+  if (s->chunk == 1) {
+    /* byte by byte, nothing was behind the 220 when it ended: the evil
+     * bytes come later, into the TLS handshake, which refuses them */
+    expect_state(s, SMTP_STARTTLS);
+  } else {
+    expect_state(s, SMTP_CLOSED);
+    expect_error(s, SMTP_ERR_TLS, SMTP_STAGE_STARTTLS, 0);
+  }
+  /* not offered: required fails, opportunistic goes on in plaintext */
+  start(s, SMTP_OPT_STARTTLS);
+  server(s, "220 mx\r\n");
+  server(s, "250 mx\r\n");
+  expect_out(s, "EHLO " HELO "\r\n");
+  expect_state(s, SMTP_CLOSED);
+  expect_error(s, SMTP_ERR_TLS, SMTP_STAGE_STARTTLS, 0);
+  start(s, SMTP_OPT_STARTTLS_TRY);
+  server(s, "220 mx\r\n");
+  server(s, "250 mx\r\n");
+  expect_state(s, SMTP_IDLE);
+  /* refused with 454: required fails with the code */
+  start(s, SMTP_OPT_STARTTLS);
+  server(s, "220 mx\r\n");
+  server(s, "250-mx\r\n250 STARTTLS\r\n");
+  server(s, "454 4.7.0 not now\r\n");
+  expect_state(s, SMTP_CLOSED);
+  expect_error(s, SMTP_ERR_TLS, SMTP_STAGE_STARTTLS, 454);
+}
+
 typedef struct {
   const char *name;
   void (*fn)(session *);
@@ -1169,6 +1366,11 @@ static const engine_test tests[] = {
   { "failure from outside", t_fail },
   { "names", t_names },
   { "garbage", t_garbage },
+  { "BDAT chunks", t_bdat },
+  { "BDAT refused", t_bdat_refused },
+  { "LMTP", t_lmtp },
+  { "AUTH exchange", t_auth },
+  { "STARTTLS", t_starttls },
 };
 
 int main(void)
