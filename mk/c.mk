@@ -28,10 +28,10 @@ FUZZ_ARGS ?=
 CTEST_MBEDTLS_INC ?=
 CTEST_MBEDTLS_LIBS ?= -lmbedtls -lmbedx509 -lmbedcrypto
 
-CTEST_NAMES = test_reply test_engine test_proxy test_sasl test_wire
+CTEST_NAMES = test_reply test_engine test_proxy test_sasl test_wire test_codec
 CTEST_BINS = $(CTEST_NAMES:%=$(BUILD)/ctest/%)
 CTEST_PLAIN_BINS = $(CTEST_NAMES:%=$(BUILD)/ctest-plain/%)
-FUZZ_NAMES = fuzz_reply fuzz_engine fuzz_proxy fuzz_sasl fuzz_wire
+FUZZ_NAMES = fuzz_reply fuzz_engine fuzz_proxy fuzz_sasl fuzz_wire fuzz_codec
 FUZZ_BINS = $(FUZZ_NAMES:%=$(BUILD)/fuzz/%)
 
 .PHONY: ctest ctest-valgrind fuzz fuzz-smoke
@@ -48,11 +48,14 @@ $(BUILD)/ctest/test_sasl $(BUILD)/ctest-plain/test_sasl: \
   src/sasl.c test/test_sasl.c
 $(BUILD)/ctest/test_wire $(BUILD)/ctest-plain/test_wire: \
   $(WIRE_SRC) test/test_wire.c test/certs.h
+$(BUILD)/ctest/test_codec $(BUILD)/ctest-plain/test_codec: \
+  src/codec.c test/test_codec.c
 $(BUILD)/fuzz/fuzz_reply: src/reply.c fuzz/fuzz_reply.c
 $(BUILD)/fuzz/fuzz_engine: src/engine.c src/reply.c fuzz/fuzz_engine.c
 $(BUILD)/fuzz/fuzz_proxy: src/proxy.c fuzz/fuzz_proxy.c
 $(BUILD)/fuzz/fuzz_sasl: src/sasl.c fuzz/fuzz_sasl.c
 $(BUILD)/fuzz/fuzz_wire: $(WIRE_SRC) fuzz/fuzz_wire.c test/certs.h
+$(BUILD)/fuzz/fuzz_codec: src/codec.c fuzz/fuzz_codec.c
 
 # Every binary links mbedTLS: the pipes need it, and the others do not mind.
 C_HDR = $(wildcard src/*.h) test/harness.h

@@ -4,6 +4,7 @@
  */
 #include "engine.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -550,34 +551,83 @@ int smtp_engine_data(smtp_engine *e) {
   return r;
 }
 
+/* Eight bytes, the first in the low bits whatever the byte order. */
+static uint64_t load_le64(const unsigned char *p) {
+  return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
+         (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 |
+         (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56;
+}
+
+/* The offset of the first CR or LF among the eight bytes of x, 8 when none
+ * is.  The lowest flagged byte is exact: a borrow can flag only bytes above
+ * a real match. */
+static unsigned crlf_at(uint64_t x) {
+  const uint64_t ones = UINT64_C(0x0101010101010101);
+  const uint64_t high = UINT64_C(0x8080808080808080);
+  uint64_t a = x ^ (ones * '\r'), b = x ^ (ones * '\n');
+  uint64_t m = (((a - ones) & ~a) | ((b - ones) & ~b)) & high;
+  unsigned k = 0;
+  if (m == 0) return 8;
+#if defined(__GNUC__)
+  k = (unsigned)__builtin_ctzll(m) >> 3;
+#else
+  while (!(m & 0x80u)) { m >>= 8; k++; }
+#endif
+  return k;
+}
+
+/* A line has this many bytes before the rest of it is copied by words. */
+#define LINE_RUN 2u
+
 /* The CR/LF normalizer, and the dot-stuffer when stuff is set.  Each input
  * byte yields at most four output bytes (a pending CR's CRLF, then "."
- * doubled), so it runs while four bytes of room remain.  Returns the input
- * bytes taken; *n receives the output bytes. */
+ * doubled), so it runs while four bytes of room remain.  Bytes go one at a
+ * time until a line has LINE_RUN of them; then the rest of the line, as
+ * much as fits, goes eight bytes at a time up to its CR or LF.  The state
+ * bits live in locals: stores through o could alias them.  Returns the
+ * input bytes taken; *n receives the output bytes. */
 static size_t normalize(smtp_engine *e, const unsigned char *p, size_t len,
                         unsigned char *o, size_t room, int stuff, size_t *n) {
-  size_t i = 0, k = 0;
-  for (; i < len && room - k >= 4; i++) {
-    unsigned char c = p[i];
-    if (e->body_cr) {
+  size_t i = 0, k = 0, run = 0;
+  int bol = e->body_bol, cr = e->body_cr;
+  while (i < len && room - k >= 4) {
+    unsigned char c = p[i++];
+    if (cr) {
       o[k++] = '\r';
       o[k++] = '\n';
-      e->body_cr = 0;
-      e->body_bol = 1;
+      cr = 0;
+      bol = 1;
       if (c == '\n') continue;
     }
     if (c == '\r') {
-      e->body_cr = 1;
+      cr = 1;
+      run = 0;
     } else if (c == '\n') {
       o[k++] = '\r';
       o[k++] = '\n';
-      e->body_bol = 1;
+      bol = 1;
+      run = 0;
     } else {
-      if (c == '.' && e->body_bol && stuff) o[k++] = '.';
+      if (c == '.' && bol && stuff) o[k++] = '.';
       o[k++] = c;
-      e->body_bol = 0;
+      bol = 0;
+      if (++run == LINE_RUN) {
+        /* the rest of the line that fits: p[i .. end) */
+        size_t end = len - i < room - k ? len : i + (room - k);
+        while (end - i >= 8) {
+          unsigned m = crlf_at(load_le64(p + i));
+          memcpy(o + k, p + i, 8);   /* fits: end - i <= room - k */
+          k += m;
+          i += m;
+          if (m < 8) break;
+        }
+        while (i < end && p[i] != '\r' && p[i] != '\n') o[k++] = p[i++];
+        run = 0;
+      }
     }
   }
+  e->body_bol = bol;
+  e->body_cr = cr;
   *n = k;
   return i;
 }
