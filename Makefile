@@ -111,3 +111,4 @@ clean:
 	rm -rf $(BUILD) .test
 
 -include mk/c.mk
+-include mk/bench.mk

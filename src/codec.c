@@ -669,3 +669,49 @@ const char *smtp_codec_strerror(int code)
   default:                     return "unknown error";
   }
 }
+
+void smtp_codec_text_scan(const unsigned char *p, size_t len, smtp_codec_text_info *r)
+{
+  size_t i = 0, line = 0;
+  int what;
+  size_t bad, valid = utf8_scan(p, len, &what, &bad);
+
+  memset(r, 0, sizeof *r);
+  r->utf8 = valid == len;
+  while (i < len) {
+    /* ordinary bytes eight at a time: none from 0x80 up, none below 0x10 */
+    while (len - i >= 8) {
+      uint64_t v, t;
+      memcpy(&v, p + i, 8);
+      /* flags any byte < 0x10 or >= 0x80 (false alarms fall to the loop below) */
+      t = (v - UINT64_C(0x1010101010101010)) | v;
+      if (t & UINT64_C(0x8080808080808080))
+        break;
+      i += 8;
+      line += 8;
+    }
+    if (i == len)
+      break;
+    {
+      unsigned c = p[i++];
+      if (c == '\n' || c == '\r') {
+        if (line > r->longest)
+          r->longest = line;
+        line = 0;
+        if (c == '\r' && i < len && p[i] == '\n')
+          i++;
+        else
+          r->crlf_len++;   /* a lone CR or LF becomes two bytes */
+        continue;
+      }
+      if (c >= 0x80u)
+        r->high++;
+      else if (c == 0)
+        r->nul++;
+      line++;
+    }
+  }
+  if (line > r->longest)
+    r->longest = line;
+  r->crlf_len += len;
+}

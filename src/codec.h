@@ -221,6 +221,21 @@ void smtp_codec_iconv_close(smtp_codec_iconv *s);
 /* Short English text for a return code ("not UTF-8"). */
 const char *smtp_codec_strerror(int code);
 
+/* ---- what a text is made of (one pass) ------------------------------- */
+
+/* What the composer needs to choose a Content-Transfer-Encoding and size a
+ * text part, in one pass instead of five pattern scans.  Line breaks are
+ * CRLF, a lone CR or a lone LF, as the engine's normalizer sees them. */
+typedef struct {
+  size_t high;       /* bytes from 0x80 up */
+  size_t nul;        /* NUL bytes */
+  size_t longest;    /* the longest line, without its line break */
+  size_t crlf_len;   /* the length once every line break is CRLF */
+  int utf8;          /* 1: well-formed UTF-8 (RFC 3629), as smtp_codec_iconv checks it */
+} smtp_codec_text_info;
+
+void smtp_codec_text_scan(const unsigned char *p, size_t len, smtp_codec_text_info *r);
+
 #if defined(__GNUC__)
 #pragma GCC visibility pop
 #endif

@@ -152,6 +152,16 @@ static int random_bytes(unsigned char *out, size_t n) {
   return r;
 }
 
+/* random(n) -> n bytes from the system's entropy source (n <= 64) */
+static int core_random(lua_State *L) {
+  unsigned char buf[64];
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n > 0 && n <= (lua_Integer)sizeof buf, 1, "1 to 64 bytes");
+  if (random_bytes(buf, (size_t)n) != 0) return luaL_error(L, "no entropy");
+  lua_pushlstring(L, (const char *)buf, (size_t)n);
+  return 1;
+}
+
 /* auth(mechanism, user, secret, domain, host, port) -> true | nil, message */
 static int wire_auth(lua_State *L) {
   smtp_wire *w = check_wire(L);
@@ -552,6 +562,43 @@ static int tcp_write(lua_State *L) {
   return 1;
 }
 
+/* send_from(wire, timeout) -> true | nil, kind, message: what the wire
+ * has for the transport, written straight from its buffer. */
+static int tcp_send_from(lua_State *L) {
+  smtp_net *n = check_open(L);
+  smtp_wire *w = (smtp_wire *)luaL_checkudata(L, 2, WIRE_MT);
+  int ms = timeout_ms(L, 3), kind;
+  size_t len = 0;
+  const unsigned char *p = NULL;
+  char msg[256];
+  if (smtp_wire_step(w) & SMTP_SENDREC) p = smtp_wire_send_buf(w, &len);
+  luaL_argcheck(L, len > 0, 2, "the wire has nothing to send");
+  kind = smtp_net_write(n, p, len, ms, msg, sizeof msg);
+  if (kind != SMTP_ERR_NONE) return net_failure(L, kind, msg);
+  smtp_wire_send_ack(w, len);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* recv_into(wire, timeout) -> true | nil, kind, message: read straight
+ * into the wire's buffer; kind "closed" at end of stream. */
+static int tcp_recv_into(lua_State *L) {
+  smtp_net *n = check_open(L);
+  smtp_wire *w = (smtp_wire *)luaL_checkudata(L, 2, WIRE_MT);
+  int ms = timeout_ms(L, 3), kind;
+  size_t room = 0, got;
+  unsigned char *p = NULL;
+  char msg[256];
+  if (smtp_wire_step(w) & SMTP_RECVREC) p = smtp_wire_recv_buf(w, &room);
+  luaL_argcheck(L, room > 0, 2, "the wire wants nothing");
+  kind = smtp_net_read(n, p, room, ms, &got, msg, sizeof msg);
+  if (kind != SMTP_ERR_NONE) return net_failure(L, kind, msg);
+  if (got == 0) return net_failure(L, SMTP_ERR_CLOSED, "the server closed the connection");
+  smtp_wire_recv_ack(w, got);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int tcp_close(lua_State *L) {
   smtp_net_close(check_tcp(L));
   return 0;
@@ -577,6 +624,7 @@ static int tcp_tostring(lua_State *L) {
 
 static const luaL_Reg tcp_methods[] = {
   { "read", tcp_read }, { "write", tcp_write }, { "close", tcp_close },
+  { "send_from", tcp_send_from }, { "recv_into", tcp_recv_into },
   { "info", tcp_info }, { NULL, NULL }
 };
 
@@ -694,6 +742,21 @@ static int core_transcode(lua_State *L) {
   return 1;
 }
 
+/* scan(s) -> high, nul, longest, crlf_len, utf8: what a text part is made
+ * of (see smtp_codec_text_scan) */
+static int core_scan(lua_State *L) {
+  size_t len;
+  const unsigned char *p = (const unsigned char *)luaL_checklstring(L, 1, &len);
+  smtp_codec_text_info r;
+  smtp_codec_text_scan(p, len, &r);
+  lua_pushinteger(L, (lua_Integer)r.high);
+  lua_pushinteger(L, (lua_Integer)r.nul);
+  lua_pushinteger(L, (lua_Integer)r.longest);
+  lua_pushinteger(L, (lua_Integer)r.crlf_len);
+  lua_pushboolean(L, r.utf8);
+  return 5;
+}
+
 /* resolve4(host) -> "a.b.c.d" | nil, "dns", message */
 static int core_resolve4(lua_State *L) {
   char addr[64], msg[256];
@@ -722,8 +785,8 @@ static int core_clock(lua_State *L) {
 
 static const luaL_Reg functions[] = {
   { "wire", wire_new }, { "connect", tcp_connect }, { "clock", core_clock },
-  { "resolve4", core_resolve4 }, { "encoder", encoder_new }, { "transcode", core_transcode },
-  { "sleep", core_sleep },
+  { "resolve4", core_resolve4 }, { "scan", core_scan }, { "encoder", encoder_new }, { "transcode", core_transcode },
+  { "sleep", core_sleep }, { "random", core_random },
   { NULL, NULL }
 };
 

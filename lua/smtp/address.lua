@@ -62,6 +62,7 @@ end
 local UTF8_CHAR = "[%z\1-\127\194-\244][\128-\191]*"
 
 function M.utf8_valid(s)
+  if not s:find("[\128-\255]") then return true end   -- ASCII: nothing to check
   for ch in s:gmatch(UTF8_CHAR) do
     local n, c = #ch, ch:byte(1)
     local want = c < 0x80 and 1 or c < 0xE0 and 2 or c < 0xF0 and 3 or 4

@@ -88,7 +88,7 @@ end
 -- fit and where it is.
 local function transcode(key, s, charset)
   if is_utf8(charset) then
-    if not address.utf8_valid(s) then fail(key, "UTF-8 text", "(invalid UTF-8)") end
+    if not select(5, core.scan(s)) then fail(key, "UTF-8 text", "(invalid UTF-8)") end
     return s
   end
   local out, problem = core.transcode(s, charset)
@@ -259,16 +259,10 @@ function M.date(t)
     MONTHS[d.month], d.year, d.hour, d.min, d.sec)
 end
 
+-- n random bytes as hex, fresh from the system for every call: a pool
+-- kept in Lua would be copied into every forked worker (nginx).
 local function random_hex(n)
-  local f = io.open("/dev/urandom", "rb")
-  local bytes = f and f:read(n)
-  if f then f:close() end
-  if not bytes or #bytes < n then
-    local t = {}
-    for i = 1, n do t[i] = string.char(math.random(0, 255)) end
-    bytes = table.concat(t)
-  end
-  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+  return (core.random(n):gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
 -- ---- checking a message ----
@@ -542,24 +536,26 @@ end
 -- A text part: 7bit when it can, 8bit when the server takes it, else
 -- quoted-printable, or base64 for text that is mostly not ASCII.
 local function text_part(subtype, s, charset, caps)
-  s = normalize_newlines(s)
-  local high = select(2, s:gsub("[\128-\255]", ""))
-  local clean = not s:find("%z") and longest_line(s) <= 998
+  -- One pass in C; the line ends stay as they are: the engine makes every
+  -- one CRLF on the way out, and quoted-printable does the same.
+  local high, nul, longest, crlf_len = core.scan(s)
+  local clean = nul == 0 and longest <= 998
   local cte
   if high == 0 and clean then
     cte = "7bit"
   elseif clean and caps["8bitmime"] then
     cte = "8bit"
-  elseif high * 3 > #s then
+  elseif high * 3 > crlf_len then
     cte = "base64"
   else
     cte = "quoted-printable"
   end
-  local body, size = s, #s
+  local body, size = s, crlf_len
   if cte == "base64" then
+    s = normalize_newlines(s)
     body, size = encoded_string("base64", s), base64_size(#s)
   elseif cte == "quoted-printable" then
-    body, size = encoded_string("qp", s), #s + 2 * high + #s / 25
+    body, size = encoded_string("qp", s), crlf_len + 2 * high + crlf_len / 25
   end
   return {
     headers = "Content-Type: text/" .. subtype .. "; charset=" .. charset .. "\r\n"

@@ -116,19 +116,30 @@ function Session:step()
   -- reply: record the hop before any event from behind it.
   if self.layer ~= "tls" then self:watch_layer() end
   if a == "write" then
-    local out = eng:output()
-    local ok, kind, msg = conn:write(out, self.timeout)
-    if ok then eng:sent(#out) else eng:fail(kind, msg) end
+    -- The built-in socket moves bytes in C, without a Lua string each time.
+    local ok, kind, msg
+    if conn.send_from then
+      ok, kind, msg = conn:send_from(eng, self.timeout)
+    else
+      local out = eng:output()
+      ok, kind, msg = conn:write(out, self.timeout)
+      if ok then eng:sent(#out) end
+    end
+    if not ok then eng:fail(kind, msg) end
     if self.trace then self:trace_sent() end
   elseif a == "event" then
     self:on_event(eng:event())
   elseif a == "read" then
-    local data, kind, msg = conn:read(eng:room(), self.timeout)
-    if data then
-      eng:feed(data)
-    elseif kind == "closed" then
-      eng:eof()
+    local ok, kind, msg
+    if conn.recv_into then
+      ok, kind, msg = conn:recv_into(eng, self.timeout)
     else
+      ok, kind, msg = conn:read(eng:room(), self.timeout)
+      if ok then eng:feed(ok) end
+    end
+    if not ok and kind == "closed" then
+      eng:eof()
+    elseif not ok then
       if eng:layer() == "proxy" then msg = msg:gsub("the server", "the proxy") end
       eng:fail(kind, msg)
     end

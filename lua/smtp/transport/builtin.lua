@@ -15,6 +15,10 @@
 --                                    address as an SMTP literal, seconds the
 --                                    name lookup took; optional, each may be nil
 --
+-- This one also has conn:send_from(wire, timeout) and conn:recv_into(wire,
+-- timeout), which move bytes between the socket and the session's buffers
+-- in C; the session uses them when a connection has them.
+--
 -- kind is one of the error kinds ("dns", "connect", "timeout", "closed").
 -- timeout is in seconds, for that one call.  host is a name or an IPv4 or
 -- IPv6 literal (no brackets).  A call may block, or yield (an event loop's
