@@ -324,6 +324,11 @@ function Session:stream(header, body, chunked, binary)
   self.in_body = not chunked
   local bytes = 0
   local chunk, ok, nxt = header, pcall(body)
+  -- The header and a small first chunk go as one BDAT: one reply less.
+  if chunked and ok and nxt and #header + #nxt <= 65536 then
+    chunk = header .. nxt
+    ok, nxt = pcall(body)
+  end
   while a and chunk do
     if not ok then
       -- Hang up before the end: the server must not take half a message.
