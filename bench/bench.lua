@@ -149,6 +149,8 @@ end
 attach("attach.ours", lua("ours.lua", "attach", HOST, PORT, ATTACH), lua("ours.lua", "idle"))
 attach("attach.luasocket", lua("luasocket_peer.lua", "attach", HOST, PORT, ATTACH), lua("luasocket_peer.lua", "idle"))
 attach("attach.smtplib", python("attach", HOST, PORT, ATTACH), python("idle"))
+-- issue 6: memory stays flat whatever the size
+attach("attach100.ours", lua("ours.lua", "attach", HOST, PORT, WORK .. "/attach100.bin"), lua("ours.lua", "idle"))
 
 -- 4. encoders on 64 MiB
 do
@@ -340,6 +342,9 @@ row { figure = ATT_T, ours = { "attach.ours", "time" }, lower = true, peer_name 
   peer = { "attach.luasocket", "time" }, target = { ratio = 1, text = "≥ 1× (no slower)" } }
 row { figure = ATT_T, same = true, ours = { "attach.ours", "time" }, lower = true, peer_name = "Python email + smtplib",
   peer = { "attach.smtplib", "time" } }
+row { figure = "100 MiB attachment: peak RSS above idle, MiB", ours = { "attach100.ours", "rss" }, lower = true,
+  target = { max = 4, text = "flat (≤ 4 MiB)" } }
+row { figure = "100 MiB attachment: wall time, s", ours = { "attach100.ours", "time" }, lower = true }
 row { figure = "base64 in C, 64 MiB, MB/s", ours = { "codec.c", "b64" }, peer_name = "LuaSocket mime.b64 (no wrapping)",
   peer = { "codec.mime_b64", "mbs" }, target = { min = 1000, text = "≥ 1000 MB/s" } }
 row { figure = "base64 in C, 64 MiB, MB/s", same = true, ours = { "codec.c", "b64" },

@@ -101,8 +101,9 @@ if [ $# -gt 0 ]; then
   exit $?
 fi
 
-# Test data: 20 MiB to attach, 64 MiB of random bytes and of text.
+# Test data: 20 and 100 MiB to attach, 64 MiB of random bytes and of text.
 head -c $((20 << 20)) /dev/urandom >"$WORK/attach.bin"
+head -c $((100 << 20)) /dev/urandom >"$WORK/attach100.bin"
 head -c $((64 << 20)) /dev/urandom >"$WORK/random.bin"
 "$LUA" - "$BENCH_DIR" "$WORK/text.txt" <<'EOF'
 package.path = arg[1] .. "/?.lua;" .. package.path
