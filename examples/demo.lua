@@ -17,9 +17,10 @@ if not report then
   os.exit(1)
 end
 print(string.format("test: %s:%d answered %q", report.resolved, report.port, report.banner))
+for _, st in ipairs(report.stages) do
+  print(string.format("  %-4s %-9s %6.1f ms  %s", st.ok and "ok" or "FAIL", st.name, st.time * 1e3, st.detail))
+end
 print("  extensions: " .. table.concat(report.ehlo.extensions, ", "))
-print(string.format("  connect %.1f ms, greeting %.1f ms, EHLO %.1f ms",
-  report.timings.connect * 1e3, report.timings.greeting * 1e3, report.timings.ehlo * 1e3))
 
 local receipt
 receipt, err = conn:send {
