@@ -23,7 +23,7 @@ FUZZ_CC ?= clang
 FUZZ_CFLAGS ?= -std=c99 -Wall -Wextra -Werror -g -O1 \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_SECONDS ?= 60
-FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_ARGS ?=
 CTEST_MBEDTLS_INC ?=
 CTEST_MBEDTLS_LIBS ?= -lmbedtls -lmbedx509 -lmbedcrypto
