@@ -1,6 +1,7 @@
 /*
  * sizes.c -- the memory a session holds by construction: the size of the
- * userdata (smtp_wire, with the engine and the TLS filter inside it) and
+ * userdata (smtp_wire, with the engine inside it; TLS, proxy and SASL state
+ * it allocates only when a session uses them) and
  * mbedTLS's record buffers, which it allocates at the handshake.  Prints
  * "key value" lines for bench/bench.lua.
  */
@@ -28,6 +29,8 @@ int main(void)
   printf("engine %zu\n", sizeof(smtp_engine));
   printf("tls %zu\n", sizeof(smtp_tls));
   printf("sasl %zu\n", sizeof(smtp_sasl));
+  printf("proxy %zu\n", sizeof(smtp_proxy));
+  printf("wire_sasl %zu\n", sizeof(struct smtp_wire_sasl));
   printf("in_content_len %d\n", (int)MBEDTLS_SSL_IN_CONTENT_LEN);
   printf("out_content_len %d\n", (int)MBEDTLS_SSL_OUT_CONTENT_LEN);
   printf("in_buffer_len %d\n", (int)MBEDTLS_SSL_IN_BUFFER_LEN);

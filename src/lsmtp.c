@@ -444,22 +444,22 @@ static int wire_tls(lua_State *L) {
   const char *problems[16];
   const mbedtls_x509_crt *peer;
   size_t i, n;
-  if (!w->has_tls || !smtp_tls_handshaken(&w->tls)) return 0;
+  if (!w->has_tls || !smtp_tls_handshaken(w->tls)) return 0;
   lua_newtable(L);
-  lua_pushstring(L, smtp_tls_version(&w->tls));
+  lua_pushstring(L, smtp_tls_version(w->tls));
   lua_setfield(L, -2, "version");
-  lua_pushstring(L, smtp_tls_cipher(&w->tls));
+  lua_pushstring(L, smtp_tls_cipher(w->tls));
   lua_setfield(L, -2, "cipher");
   lua_pushstring(L, smtp_tls_library());
   lua_setfield(L, -2, "library");
-  n = smtp_tls_problems(&w->tls, problems, sizeof problems / sizeof *problems);
+  n = smtp_tls_problems(w->tls, problems, sizeof problems / sizeof *problems);
   lua_newtable(L);
   for (i = 0; i < n; i++) {
     lua_pushstring(L, problems[i]);
     lua_rawseti(L, -2, (int)i + 1);
   }
   lua_setfield(L, -2, "problems");
-  peer = smtp_tls_peer(&w->tls);
+  peer = smtp_tls_peer(w->tls);
   if (peer) {
     lua_newtable(L);
     push_x509_name(L, &peer->subject);

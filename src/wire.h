@@ -12,7 +12,10 @@
  *     engine call: it moves bytes between the layers and returns the
  *     engine's flags, with SMTP_SENDREC and SMTP_RECVREC meaning the
  *     transport's side.
- *   - smtp_wire_free when done, whatever happened: it zeroes TLS keys.
+ *   - smtp_wire_free when done, whatever happened (also after a failed
+ *     smtp_wire_init, and twice is harmless): it zeroes TLS keys and SASL
+ *     secrets and frees the TLS, proxy and SASL state, which the wire
+ *     allocates only when a session uses them.
  */
 #ifndef SMTP_WIRE_H
 #define SMTP_WIRE_H
@@ -35,19 +38,26 @@ typedef struct {
   const char *username, *password, *domain;   /* NULL when not set */
 } smtp_wire_proxy;
 
+/* An AUTH exchange's state, allocated by smtp_wire_auth and wiped and
+ * freed when the exchange ends (or by smtp_wire_free). */
+struct smtp_wire_sasl {
+  smtp_sasl sasl;
+  char out[SMTP_SASL_OUT_MAX];   /* the response being sent */
+};
+
 typedef struct {
   smtp_engine engine;
-  smtp_tls tls;
-  smtp_proxy proxy;
+  smtp_tls *tls;       /* owned: allocated by smtp_wire_init when TLS is configured */
+  smtp_proxy *proxy;   /* owned: allocated by smtp_wire_init when there is a proxy hop */
   int has_tls;     /* TLS configured */
   int has_proxy;   /* a proxy hop first */
   int implicit;    /* TLS from the first byte */
   int layer;       /* private: which pipe the transport feeds */
   const unsigned char *left;  /* the proxy's leftover, not yet handed on */
   size_t left_len;
-  smtp_sasl sasl;
+  struct smtp_wire_sasl *auth;      /* allocated while an AUTH exchange runs */
   int has_sasl;    /* an AUTH exchange runs */
-  char auth_out[SMTP_SASL_OUT_MAX];  /* the response being sent */
+  int setup_oom;   /* private: SMTP_ERR_PROXY or SMTP_ERR_TLS when init ran out of memory */
   char auth_error[160];              /* why the exchange failed on our side */
   char auth_detail[SMTP_SASL_DETAIL_MAX + 1], auth_status[64];
   int tapping;                       /* keep a copy of what the engine sends */
@@ -58,7 +68,8 @@ typedef struct {
 /* Set up a session.  proxy NULL: connected to the server itself.  tls NULL:
  * no TLS; else implicit (TLS at once) or, per the engine options, STARTTLS.
  * Returns SMTP_OK, SMTP_EINVAL (bad EHLO name), or SMTP_ESTATE when the
- * proxy or TLS cannot be set up: smtp_wire_setup_error says why. */
+ * proxy or TLS cannot be set up (out of memory included): smtp_wire_setup_error
+ * says why. */
 int smtp_wire_init(smtp_wire *w, const char *helo, unsigned engine_opts,
                    const smtp_wire_proxy *proxy, const smtp_tls_options *tls,
                    int implicit);
@@ -89,7 +100,7 @@ void smtp_wire_recv_eof(smtp_wire *w);
  * challenge that makes no sense, closes the session (kinds auth and
  * protocol).  random: 32 bytes from a good source.  Returns SMTP_OK, or
  * SMTP_EINVAL with smtp_wire_auth_error saying why (an empty password,
- * SASLprep). */
+ * SASLprep, out of memory). */
 int smtp_wire_auth(smtp_wire *w, smtp_sasl_mech mech, const char *user, size_t user_len,
                    const char *secret, size_t secret_len, const char *domain,
                    const char *host, unsigned port, const unsigned char random[32]);

@@ -493,7 +493,7 @@ static const char *setup_error(const smtp_wire *w)
 static int has_problem(session *s, const char *word)
 {
   const char *names[16];
-  size_t i, n = smtp_tls_problems(&s->w.tls, names, 16);
+  size_t i, n = smtp_tls_problems(s->w.tls, names, 16);
 
   for (i = 0; i < n; i++)
     if (strcmp(names[i], word) == 0)
@@ -557,7 +557,7 @@ static void finish(session *s)
   smtp_wire_free(&s->w);
   CHECK_INT(s->w.has_tls, 0);
   if (had)
-    CHECK(all_zero(&s->w.tls, sizeof s->w.tls));
+    CHECK(s->w.tls == NULL);   /* wiped by smtp_tls_free, then freed */
   smtp_wire_free(&s->w);                /* twice does no harm */
   srv_free(s);
 }
@@ -607,7 +607,7 @@ static void implicit_ehlo(session *s, const smtp_tls_options *o, const server_op
   run(s);
   CHECK_INT(s->mode, SRV_SECURE);
   CHECK_STR(smtp_wire_layer(&s->w), "tls");
-  CHECK(smtp_tls_handshaken(&s->w.tls));
+  CHECK(smtp_tls_handshaken(s->w.tls));
   CHECK_INT(smtp_wire_stage(&s->w), SMTP_STAGE_GREETING);
   server_say(s, GREETING);
   expect_got(s, EHLO_LINE);
@@ -621,12 +621,12 @@ static void implicit_refused(session *s, const smtp_tls_options *o, const server
   run(s);
   expect_state(s, SMTP_CLOSED);
   expect_error(s, SMTP_ERR_TLS, SMTP_STAGE_CONNECT);
-  CHECK(smtp_tls_handshaken(&s->w.tls));
+  CHECK(smtp_tls_handshaken(s->w.tls));
   if (problem) {
     expect_message(s, "refused");
     if (!has_problem(s, problem))
       h_failf(__FILE__, __LINE__, "problems lack \"%s\" (flags 0x%x)", problem,
-              (unsigned)s->w.tls.flags);
+              (unsigned)s->w.tls->flags);
   }
   CHECK_INT(s->got_len, 0);           /* not one byte of SMTP went out */
   expect_log(s, "");
@@ -682,8 +682,8 @@ static void t_implicit(session *s)
   const smtp_caps *c = smtp_engine_caps(&s->w.engine);
 
   implicit_ehlo(s, &o, &SRV_GOOD);
-  CHECK(smtp_tls_peer(&s->w.tls) != NULL);
-  CHECK_INT(s->w.tls.flags, 0);
+  CHECK(smtp_tls_peer(s->w.tls) != NULL);
+  CHECK_INT(s->w.tls->flags, 0);
   server_say(s, "250-mx.example.net\r\n250-PIPELINING\r\n250-SIZE 4242\r\n"
                 "250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n");
   expect_log(s, "greeting 220;ehlo 250;");
@@ -708,7 +708,7 @@ static void t_implicit(session *s)
   expect_log(s, "message 250;");
   expect_state(s, SMTP_IDLE);
   quit(s);
-  CHECK(s->w.tls.failed == 0);
+  CHECK(s->w.tls->failed == 0);
   finish(s);
 }
 
@@ -737,10 +737,10 @@ static void t_starttls(session *s)
   to_starttls(s, SMTP_OPT_STARTTLS, &o);
   CHECK_INT(c->ext, SMTP_EXT_AUTH | SMTP_EXT_SIZE | SMTP_EXT_PIPELINING | SMTP_EXT_STARTTLS);
   CHECK_INT(c->size, 100);
-  CHECK(!smtp_tls_handshaken(&s->w.tls));
+  CHECK(!smtp_tls_handshaken(s->w.tls));
   server_starttls(s, &SRV_GOOD, "220 2.0.0 ready to start TLS\r\n");
   CHECK_INT(s->mode, SRV_SECURE);
-  CHECK(smtp_tls_handshaken(&s->w.tls));
+  CHECK(smtp_tls_handshaken(s->w.tls));
   CHECK_STR(smtp_wire_layer(&s->w), "tls");
   /* the second EHLO came after the handshake, through it */
   CHECK_INT(s->got_at_handshake, 0);
@@ -810,7 +810,7 @@ static void t_starttls_injection(session *s)
   expect_state(s, SMTP_CLOSED);
   expect_error(s, SMTP_ERR_TLS, SMTP_STAGE_STARTTLS);
   CHECK_INT(s->got_len, 0);
-  CHECK(!smtp_tls_handshaken(&s->w.tls));
+  CHECK(!smtp_tls_handshaken(s->w.tls));
   if (7 % s->chunk != s->chunk - 1) {
     /* the LF ending "220 go\r\n" (byte 7) came in the same read as the
      * byte after it: refused on the spot */
@@ -841,7 +841,7 @@ static void t_starttls_missing(session *s)
   expect_error(s, SMTP_ERR_TLS, SMTP_STAGE_STARTTLS);
   expect_message(s, "STARTTLS");
   expect_got(s, "");
-  CHECK(!smtp_tls_handshaken(&s->w.tls));
+  CHECK(!smtp_tls_handshaken(s->w.tls));
   finish(s);
 
   CHECK_INT(start(s, SMTP_OPT_STARTTLS_TRY, &o, 0, &SRV_GOOD), SMTP_OK);
@@ -853,7 +853,7 @@ static void t_starttls_missing(session *s)
   expect_got(s, "");
   CHECK_INT(smtp_engine_mail(&s->w.engine, "a@b", ""), SMTP_OK);
   expect_got(s, "MAIL FROM:<a@b>\r\n");             /* in the clear */
-  CHECK(!smtp_tls_handshaken(&s->w.tls));
+  CHECK(!smtp_tls_handshaken(s->w.tls));
   CHECK_STR(smtp_wire_layer(&s->w), "plain");
   finish(s);
 }
@@ -929,7 +929,7 @@ static void t_verify(session *s)
   o.ip = ip;
   o.ip_len = 4;
   implicit_ehlo(s, &o, &SRV_GOOD);
-  CHECK_INT(s->w.tls.flags, 0);
+  CHECK_INT(s->w.tls->flags, 0);
   finish(s);
 
   o.servername = "127.0.0.2";
@@ -955,7 +955,7 @@ static void t_verify(session *s)
   o.pin = pin;
   implicit_refused(s, &o, &SRV_GOOD, NULL);
   expect_message(s, "pin");
-  CHECK_INT(s->w.tls.flags, 0);
+  CHECK_INT(s->w.tls->flags, 0);
   finish(s);
 
   o.verify = 0;
@@ -980,20 +980,20 @@ static void t_versions(session *s)
 
   o.min_version = o.max_version = SMTP_TLS_1_2;
   implicit_ehlo(s, &o, &SRV_GOOD);
-  CHECK_STR(smtp_tls_version(&s->w.tls), "TLSv1.2");
-  CHECK(strstr(smtp_tls_cipher(&s->w.tls), "TLS-") != NULL);
+  CHECK_STR(smtp_tls_version(s->w.tls), "TLSv1.2");
+  CHECK(strstr(smtp_tls_cipher(s->w.tls), "TLS-") != NULL);
   finish(s);
 
   /* the default, 1.2 and up: the newest both have */
   o = client_opts();
   implicit_ehlo(s, &o, &SRV_GOOD);
-  CHECK_STR(smtp_tls_version(&s->w.tls), HAVE_TLS13 ? "TLSv1.3" : "TLSv1.2");
+  CHECK_STR(smtp_tls_version(s->w.tls), HAVE_TLS13 ? "TLSv1.3" : "TLSv1.2");
   finish(s);
 
   o.min_version = o.max_version = SMTP_TLS_1_3;
   if (HAVE_TLS13) {
     implicit_ehlo(s, &o, &SRV_GOOD);
-    CHECK_STR(smtp_tls_version(&s->w.tls), "TLSv1.3");
+    CHECK_STR(smtp_tls_version(s->w.tls), "TLSv1.3");
     server_say(s, "250 mx\r\n");
     expect_log(s, "greeting 220;ehlo 250;");
     expect_state(s, SMTP_IDLE);
@@ -1006,7 +1006,7 @@ static void t_versions(session *s)
     run(s);
     expect_state(s, SMTP_CLOSED);
     expect_error(s, SMTP_ERR_TLS, SMTP_STAGE_CONNECT);
-    CHECK(!smtp_tls_handshaken(&s->w.tls));
+    CHECK(!smtp_tls_handshaken(s->w.tls));
     finish(s);
   } else {
     char want[32];
@@ -1032,7 +1032,7 @@ static void t_versions(session *s)
     run(s);
     expect_state(s, SMTP_CLOSED);
     expect_error(s, SMTP_ERR_TLS, SMTP_STAGE_CONNECT);
-    CHECK(!smtp_tls_handshaken(&s->w.tls));
+    CHECK(!smtp_tls_handshaken(s->w.tls));
     finish(s);
 #endif
   }
@@ -1078,7 +1078,7 @@ static void t_eof(session *s)
   expect_state(s, SMTP_CLOSED);
   expect_error(s, SMTP_ERR_TLS, SMTP_STAGE_CONNECT);
   expect_message(s, "closed");
-  CHECK(!smtp_tls_handshaken(&s->w.tls));
+  CHECK(!smtp_tls_handshaken(s->w.tls));
   finish(s);
 
   /* ... in a STARTTLS handshake */
@@ -1176,7 +1176,7 @@ static void t_client_cert(session *s)
   peer = mbedtls_ssl_get_peer_cert(&s->ssl);
   CHECK(peer != NULL);
   if (peer != NULL)
-    CHECK_MEM(peer->raw.p, peer->raw.len, s->w.tls.cert.raw.p, s->w.tls.cert.raw.len);
+    CHECK_MEM(peer->raw.p, peer->raw.len, s->w.tls->cert.raw.p, s->w.tls->cert.raw.len);
   CHECK_INT(mbedtls_ssl_get_verify_result(&s->ssl), 0);
   finish(s);
 
@@ -1364,19 +1364,16 @@ static void t_free(session *s)
 
   /* after a whole session: keys, buffers and all */
   implicit_ehlo(s, &o, &SRV_GOOD);
-  CHECK(!all_zero(&s->w.tls, sizeof s->w.tls));
+  CHECK(!all_zero(s->w.tls, sizeof *s->w.tls));
   smtp_wire_free(&s->w);
-  CHECK(all_zero(&s->w.tls, sizeof s->w.tls));
-  CHECK_INT(s->w.tls.handshaken, 0);
-  CHECK_INT(s->w.tls.in_len, 0);
-  CHECK_INT(s->w.tls.out_len, 0);
+  CHECK(s->w.tls == NULL);   /* wiped by smtp_tls_free, then freed */
   CHECK_INT(s->w.has_tls, 0);
   finish(s);
 
   /* after STARTTLS was not even reached */
   CHECK_INT(start(s, SMTP_OPT_STARTTLS, &o, 0, &SRV_GOOD), SMTP_OK);
   smtp_wire_free(&s->w);
-  CHECK(all_zero(&s->w.tls, sizeof s->w.tls));
+  CHECK(s->w.tls == NULL);
   finish(s);
 
   /* after a failed init, with a client key loaded */
@@ -1386,11 +1383,12 @@ static void t_free(session *s)
   CHECK_INT(smtp_wire_init(&w, HELO, 0, NULL, &o, 1), SMTP_ESTATE);
   CHECK(strstr(setup_error(&w), "cafile") != NULL);
   smtp_wire_free(&w);
-  CHECK(all_zero(&w.tls, sizeof w.tls));
+  CHECK(w.tls == NULL);
 
-  /* without TLS there is nothing to free */
+  /* without TLS there is nothing to free: nor anything allocated */
   CHECK_INT(smtp_wire_init(&w, HELO, 0, NULL, NULL, 0), SMTP_OK);
   CHECK_INT(w.has_tls, 0);
+  CHECK(w.tls == NULL && w.proxy == NULL && w.auth == NULL);
   smtp_wire_free(&w);
   CHECK_INT(smtp_wire_init(&w, "bad name", 0, NULL, &o, 1), SMTP_EINVAL);
   smtp_wire_free(&w);
