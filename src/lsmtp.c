@@ -444,7 +444,7 @@ static int wire_tls(lua_State *L) {
   const char *problems[16];
   const mbedtls_x509_crt *peer;
   size_t i, n;
-  if (!w->has_tls || !smtp_tls_handshaken(w->tls)) return 0;
+  if (!w->tls || !smtp_tls_handshaken(w->tls)) return 0;
   lua_newtable(L);
   lua_pushstring(L, smtp_tls_version(w->tls));
   lua_setfield(L, -2, "version");

@@ -26,7 +26,6 @@ int smtp_wire_init(smtp_wire *w, const char *helo, unsigned engine_opts,
       w->setup_oom = SMTP_ERR_PROXY;
       return SMTP_ESTATE;
     }
-    w->has_proxy = 1;   /* smtp_wire_free must wipe what init set up */
     if (smtp_proxy_init(w->proxy, proxy->type, proxy->host, proxy->port, proxy->username,
                         proxy->password, proxy->domain) != SMTP_PROXY_OK)
       return SMTP_ESTATE;
@@ -37,7 +36,6 @@ int smtp_wire_init(smtp_wire *w, const char *helo, unsigned engine_opts,
       w->setup_oom = SMTP_ERR_TLS;
       return SMTP_ESTATE;
     }
-    w->has_tls = 1;
     if (smtp_tls_init(w->tls, tls) != SMTP_TLS_DONE) return SMTP_ESTATE;
   }
   w->implicit = tls && implicit;
@@ -50,7 +48,7 @@ const char *smtp_wire_setup_error(const smtp_wire *w, smtp_error_kind *kind) {
     *kind = (smtp_error_kind)w->setup_oom;
     return "out of memory";
   }
-  if (w->has_proxy && (smtp_proxy_state(w->proxy) & SMTP_PROXY_FAILED)) {
+  if (w->proxy && (smtp_proxy_state(w->proxy) & SMTP_PROXY_FAILED)) {
     *kind = SMTP_ERR_PROXY;
     return smtp_proxy_error(w->proxy)->message;
   }
@@ -182,7 +180,6 @@ static void auth_end(smtp_wire *w) {
   mbedtls_platform_zeroize(w->auth, sizeof *w->auth);
   free(w->auth);
   w->auth = NULL;
-  w->has_sasl = 0;
 }
 
 static void auth_fail(smtp_wire *w, smtp_error_kind kind, const char *what) {
@@ -245,7 +242,6 @@ int smtp_wire_auth(smtp_wire *w, smtp_sasl_mech mech, const char *user, size_t u
     w->auth = NULL;
     return SMTP_EINVAL;
   }
-  w->has_sasl = 1;
   /* "AUTH MECH IR"; an IR too long for the line waits for an empty 334. */
   len = sizeof prefix - 1 + strlen(name);
   memcpy(w->auth->out, prefix, sizeof prefix - 1);
@@ -272,7 +268,7 @@ const char *smtp_wire_auth_detail(const smtp_wire *w, const char **status) {
 
 unsigned smtp_wire_step(smtp_wire *w) {
   unsigned s = wire_step(w);
-  if (w->has_sasl && (s & SMTP_EVENT) && auth_step(w)) s = wire_step(w);
+  if (w->auth && (s & SMTP_EVENT) && auth_step(w)) s = wire_step(w);
   return s;
 }
 
@@ -290,7 +286,7 @@ static unsigned wire_step(smtp_wire *w) {
   if (w->left_len) hand_on_leftover(w);
   if (w->layer == PLAIN) {
     s = smtp_engine_state(&w->engine);
-    if ((s & SMTP_STARTTLS) && w->has_tls) {
+    if ((s & SMTP_STARTTLS) && w->tls) {
       w->layer = HANDSHAKE;
     } else {
       return w->left_len ? s & ~SMTP_RECVREC : s;
@@ -351,7 +347,7 @@ void smtp_wire_recv_eof(smtp_wire *w) {
 /* Each of tls, proxy and auth is the wire's alone: wiped, freed, NULLed. */
 void smtp_wire_free(smtp_wire *w) {
   if (w->tls) {
-    if (w->has_tls) smtp_tls_free(w->tls);   /* zeroes keys and buffers */
+    smtp_tls_free(w->tls);   /* zeroes keys and buffers */
     free(w->tls);
     w->tls = NULL;
   }
@@ -363,5 +359,4 @@ void smtp_wire_free(smtp_wire *w) {
   if (w->auth) auth_end(w);       /* wipes the SASL state, then frees it */
   w->left = NULL;
   w->left_len = 0;
-  w->has_tls = w->has_proxy = w->has_sasl = 0;
 }

@@ -49,14 +49,11 @@ typedef struct {
   smtp_engine engine;
   smtp_tls *tls;       /* owned: allocated by smtp_wire_init when TLS is configured */
   smtp_proxy *proxy;   /* owned: allocated by smtp_wire_init when there is a proxy hop */
-  int has_tls;     /* TLS configured */
-  int has_proxy;   /* a proxy hop first */
   int implicit;    /* TLS from the first byte */
   int layer;       /* private: which pipe the transport feeds */
   const unsigned char *left;  /* the proxy's leftover, not yet handed on */
   size_t left_len;
   struct smtp_wire_sasl *auth;      /* allocated while an AUTH exchange runs */
-  int has_sasl;    /* an AUTH exchange runs */
   int setup_oom;   /* private: SMTP_ERR_PROXY or SMTP_ERR_TLS when init ran out of memory */
   char auth_error[160];              /* why the exchange failed on our side */
   char auth_detail[SMTP_SASL_DETAIL_MAX + 1], auth_status[64];
