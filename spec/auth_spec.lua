@@ -8,12 +8,7 @@ local server = require "spec.support.server"
 
 local pf, ports, ca, alice, bob
 
-local function with_server(script, fn)
-  local srv = server.start(script)
-  local ok, err = pcall(fn, srv)
-  srv:stop()
-  if not ok then error(err, 0) end
-end
+local with_server = server.with
 
 local serial = 0
 local function tag(what)
@@ -53,19 +48,12 @@ local function has(list, value)
   return false
 end
 
-local function records_of(srv, kind)
-  local out = {}
-  for _, r in ipairs(srv:records()) do
-    if r.type == kind then out[#out + 1] = r end
-  end
-  return out
-end
 
 -- Records are written as the server goes; a client that hung up may be
 -- ahead of them.  Wait (a little) until the server saw the disconnect.
 local function settled(srv)
   for _ = 1, 100 do
-    if #records_of(srv, "disconnect") >= #records_of(srv, "connect") then break end
+    if #srv:records_of("disconnect") >= #srv:records_of("connect") then break end
     os.execute("sleep 0.02")
   end
   return srv
@@ -323,7 +311,7 @@ describe("AUTH", function()
           assert.truthy(err.message:find("never sent without TLS", 1, true), err.message)
           assert.truthy(err.hint:find("allow_insecure", 1, true), err.hint)
           assert.are.same({}, auth_commands(settled(srv)))
-          assert.are.same({}, records_of(srv, "auth"))
+          assert.are.same({}, srv:records_of("auth"))
         end)
       end
     end)
@@ -379,7 +367,7 @@ describe("AUTH", function()
         with_server(script { mechanisms = { mech } }, function(srv)
           local report = assert(plain_conn(srv, { username = "bob", password = users.bob }):test())
           assert.are.equal(mech, report.auth.mechanism)
-          local rec = records_of(srv, "auth")[1]
+          local rec = srv:records_of("auth")[1]
           assert.are.equal("bob", rec.user)
           assert.is_true(rec.success)
           if mech == "PLAIN" then
@@ -437,7 +425,7 @@ describe("AUTH", function()
         with_server(script { mechanisms = { "XOAUTH2" } }, function(srv)
           local report = assert(plain_conn(srv, { username = "alice@example.com", token = "good-token" }):test())
           assert.are.equal("XOAUTH2", report.auth.mechanism)
-          local rec = records_of(srv, "auth")[1]
+          local rec = srv:records_of("auth")[1]
           assert.are.equal("user=alice@example.com\1auth=Bearer good-token\1\1", rec.initial)
           assert.are.same({}, rec.steps)
           assert.are.same({ "AUTH XOAUTH2 " .. base64(rec.initial) }, auth_commands(srv))
@@ -448,7 +436,7 @@ describe("AUTH", function()
         with_server(script { mechanisms = { "OAUTHBEARER" } }, function(srv)
           local report = assert(plain_conn(srv, { username = "alice@example.com", token = "good-token" }):test())
           assert.are.equal("OAUTHBEARER", report.auth.mechanism)
-          local rec = records_of(srv, "auth")[1]
+          local rec = srv:records_of("auth")[1]
           assert.are.equal("n,a=alice@example.com,\1host=127.0.0.1\1port=" .. srv.port
             .. "\1auth=Bearer good-token\1\1", rec.initial)
         end)
@@ -475,7 +463,7 @@ describe("AUTH", function()
           assert.is_false(err.transient)
           assert.truthy(err.message:find('"scope":"https://mail.google.com/"', 1, true), err.message)
           assert.truthy(err.hint:find("token", 1, true), err.hint)
-          local rec = records_of(srv, "auth")[1]
+          local rec = srv:records_of("auth")[1]
           assert.are.equal("", rec.steps[1].raw)
           assert.falsy(tostring(err):find("expired-token", 1, true))
         end)
@@ -500,7 +488,7 @@ describe("AUTH", function()
           assert.are.equal(535, err.code)
           assert.are.equal("invalid_token", err.status)
           assert.truthy(err.hint:find("token", 1, true), err.hint)
-          local rec = records_of(srv, "auth")[1]
+          local rec = srv:records_of("auth")[1]
           assert.are.equal("AQ==", rec.steps[1].raw)
           assert.are.equal("\1", rec.steps[1].response)
         end)
@@ -512,7 +500,7 @@ describe("AUTH", function()
           with_server(script { mechanisms = { mech }, tokens = { token } }, function(srv)
             local report = assert(plain_conn(srv, { username = "alice@example.com", token = token }):test())
             assert.are.equal(mech, report.auth.mechanism)
-            local rec = records_of(srv, "auth")[1]
+            local rec = srv:records_of("auth")[1]
             assert.are.equal("Bearer " .. token, rec.fields.auth)
             local line = auth_commands(srv)[1]
             assert.is_true(#line > 6000 and #line <= 12286, #line)
@@ -596,7 +584,7 @@ describe("AUTH", function()
             assert.are.equal("protocol", err.kind, mech .. " " .. line .. ": " .. tostring(err))
             assert.are.equal("auth", err.stage)
             assert.is_true(elapsed < 1, mech .. " took " .. elapsed .. " s")
-            local rec = records_of(settled(srv), "auth")[1]
+            local rec = settled(srv):records_of("auth")[1]
             assert.is_true(#rec.steps <= 3, mech .. ": " .. #rec.steps .. " challenges answered")
           end)
         end

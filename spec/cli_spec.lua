@@ -60,12 +60,7 @@ local function has(text, ...)
   end
 end
 
-local function with_server(script, fn)
-  local srv = server.start(script)
-  local ok, err = pcall(fn, srv)
-  srv:stop()
-  if not ok then error(err, 0) end
-end
+local with_server = server.with
 
 local function plain_args(srv, ...)
   local args = { "--address", srv.host, "--port", tostring(srv.port), "--tls", "none", "--timeout", "5" }

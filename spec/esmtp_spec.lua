@@ -28,12 +28,7 @@ local function connect(srv, extra)
   return smtp.connection(t)
 end
 
-local function with_server(script, fn)
-  local srv = server.start(script)
-  local ok, err = pcall(fn, srv)
-  srv:stop()
-  if not ok then error(err, 0) end
-end
+local with_server = server.with
 
 local function message(extra)
   local m = { from = "sender@example.com", to = "rcpt@example.com", subject = "s", text = "hello\n" }

@@ -181,12 +181,7 @@ local function through_postfix(m, c, allowed)
   return p, raw, receipt
 end
 
-local function with_server(script, fn)
-  local srv = server.start(script)
-  local ok, err = pcall(fn, srv)
-  srv:stop()
-  if not ok then error(err, 0) end
-end
+local with_server = server.with
 
 local function scripted_connection(srv, extra)
   local t = { address = srv.host, port = srv.port, timeout = 10, tls = { protocol = "none" } }

@@ -57,12 +57,7 @@ local function get_json(path, args)
   return json.decode(body)
 end
 
-local function with_server(script, fn)
-  local srv = server.start(script)
-  local ok, err = pcall(fn, srv)
-  srv:stop()
-  if not ok then error(err, 0) end
-end
+local with_server = server.with
 
 local serial = 0
 local function tag(what)

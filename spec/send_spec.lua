@@ -10,12 +10,7 @@ local function connect(srv, extra)
   return smtp.connection(t)
 end
 
-local function with_server(script, fn)
-  local srv = server.start(script)
-  local ok, err = pcall(fn, srv)
-  srv:stop()
-  if not ok then error(err, 0) end
-end
+local with_server = server.with
 
 -- The body as the server stored it: everything after the blank line.
 local function body_of(data)

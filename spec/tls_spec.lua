@@ -47,12 +47,7 @@ local function has(list, value)
   return false
 end
 
-local function with_server(script, fn)
-  local srv = server.start(script)
-  local ok, err = pcall(fn, srv)
-  srv:stop()
-  if not ok then error(err, 0) end
-end
+local with_server = server.with
 
 -- The smtpd.py script keys for a certificate of certs.sh.
 local function cert(name, script)
@@ -70,13 +65,6 @@ local function verbs(srv)
   return out
 end
 
-local function records_of(srv, kind)
-  local out = {}
-  for _, r in ipairs(srv:records()) do
-    if r.type == kind then out[#out + 1] = r end
-  end
-  return out
-end
 
 -- The Received header Postfix added (unfolded).
 local function received(raw)
@@ -398,7 +386,7 @@ describe("TLS", function()
         assert(implicit(srv.port, { servername = "mx.example.test" }, { address = "127.0.0.1" }):test())
         assert(implicit(srv.port, nil, { address = "localhost" }):test())
         assert(implicit(srv.port, nil, { address = "127.0.0.1" }):test())
-        local tls = records_of(srv, "tls")
+        local tls = srv:records_of("tls")
         assert.are.equal(3, #tls)
         assert.are.equal("mx.example.test", tls[1].servername)
         assert.are.equal("localhost", tls[2].servername)
@@ -467,7 +455,7 @@ describe("TLS", function()
         assert.truthy(err.message:find("injection", 1, true), err.message)
         assert.truthy(err.hint:find("tamper", 1, true), err.hint)
         assert.are.same({ "EHLO", "STARTTLS" }, verbs(srv))
-        assert.are.same({}, records_of(srv, "tls"))
+        assert.are.same({}, srv:records_of("tls"))
       end)
     end)
 

@@ -8,12 +8,7 @@ local transports = require "smtp.transport"
 local luasocket = require "smtp.transport.luasocket"
 local builtin = require "smtp.transport.builtin"
 
-local function with_server(script, fn)
-  local srv = server.start(script)
-  local ok, err = pcall(fn, srv)
-  srv:stop()
-  if not ok then error(err, 0) end
-end
+local with_server = server.with
 
 local function with_servers(scripts, fn)
   local servers = {}

@@ -350,10 +350,6 @@ static int engine_rset(lua_State *L) {
   return result(L, smtp_engine_rset(check_engine(L)), "RSET");
 }
 
-static int engine_noop(lua_State *L) {
-  return result(L, smtp_engine_noop(check_engine(L)), "NOOP");
-}
-
 static int engine_quit(lua_State *L) {
   return result(L, smtp_engine_quit(check_engine(L)), "QUIT");
 }
@@ -486,7 +482,7 @@ static const luaL_Reg engine_methods[] = {
   { "event", engine_event }, { "mail", engine_mail }, { "rcpt", engine_rcpt },
   { "data", engine_data }, { "body", engine_body }, { "body_end", engine_body_end },
   { "bdat", engine_bdat },
-  { "rset", engine_rset }, { "noop", engine_noop }, { "quit", engine_quit },
+  { "rset", engine_rset }, { "quit", engine_quit },
   { "caps", engine_caps }, { "error", engine_error }, { "fail", engine_fail },
   { NULL, NULL }
 };

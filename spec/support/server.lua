@@ -245,6 +245,15 @@ function server.start(script)
     pipe = pipe, record = record }, Server)
 end
 
+-- Run fn(srv) with a server started from script, stopping it whatever
+-- happens, and raising fn's error after.
+function server.with(script, fn)
+  local srv = server.start(script)
+  local ok, err = pcall(fn, srv)
+  srv:stop()
+  if not ok then error(err, 0) end
+end
+
 function Server:records()
   local text = self.final or assert(read_file(self.record), "server lost its records")
   local records = {}
@@ -261,6 +270,11 @@ local function only(records, kind)
     if r.type == kind then out[#out + 1] = r end
   end
   return out
+end
+
+-- The records of one type ("connect", "tls", "chunk", ...).
+function Server:records_of(kind)
+  return only(self:records(), kind)
 end
 
 function Server:commands()
