@@ -11,7 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <mbedtls/entropy.h>
 #include <mbedtls/platform_util.h>
 
 #include "codec.h"
@@ -142,23 +141,22 @@ static int wire_new(lua_State *L) {
   return 1;
 }
 
-/* Fresh randomness for a SASL nonce, from mbedTLS's entropy sources. */
-static int random_bytes(unsigned char *out, size_t n) {
-  mbedtls_entropy_context ctx;
-  int r;
-  mbedtls_entropy_init(&ctx);
-  r = mbedtls_entropy_func(&ctx, out, n);
-  mbedtls_entropy_free(&ctx);
-  return r;
-}
-
-/* random(n) -> n bytes from the system's entropy source (n <= 64) */
-static int core_random(lua_State *L) {
+/* random_hex(n) -> 2n lowercase hex digits from the system's CSPRNG
+ * (n <= 64), for Message-IDs, boundaries and Content-IDs.  Fresh for every
+ * call: a pool kept in the process would be copied into forked workers. */
+static int core_random_hex(lua_State *L) {
+  static const char hex[] = "0123456789abcdef";
   unsigned char buf[64];
+  char out[128];
   lua_Integer n = luaL_checkinteger(L, 1);
+  lua_Integer i;
   luaL_argcheck(L, n > 0 && n <= (lua_Integer)sizeof buf, 1, "1 to 64 bytes");
-  if (random_bytes(buf, (size_t)n) != 0) return luaL_error(L, "no entropy");
-  lua_pushlstring(L, (const char *)buf, (size_t)n);
+  if (smtp_net_random(buf, (size_t)n) != 0) return luaL_error(L, "no entropy");
+  for (i = 0; i < n; i++) {
+    out[2 * i] = hex[buf[i] >> 4];
+    out[2 * i + 1] = hex[buf[i] & 15];
+  }
+  lua_pushlstring(L, out, (size_t)(2 * n));
   return 1;
 }
 
@@ -175,7 +173,7 @@ static int wire_auth(lua_State *L) {
   unsigned char rnd[32];
   int r;
   luaL_argcheck(L, mech != SMTP_SASL_NONE, 2, "unknown SASL mechanism");
-  if (random_bytes(rnd, sizeof rnd) != 0) return luaL_error(L, "no entropy for a SASL nonce");
+  if (smtp_net_random(rnd, sizeof rnd) != 0) return luaL_error(L, "no entropy for a SASL nonce");
   r = smtp_wire_auth(w, mech, user, ulen, secret, slen, domain, host, port, rnd);
   mbedtls_platform_zeroize(rnd, sizeof rnd);
   if (r == SMTP_ESTATE) return luaL_error(L, "AUTH: not allowed in this state of the session");
@@ -782,7 +780,7 @@ static int core_clock(lua_State *L) {
 static const luaL_Reg functions[] = {
   { "wire", wire_new }, { "connect", tcp_connect }, { "clock", core_clock },
   { "resolve4", core_resolve4 }, { "scan", core_scan }, { "encoder", encoder_new }, { "transcode", core_transcode },
-  { "sleep", core_sleep }, { "random", core_random },
+  { "sleep", core_sleep }, { "random_hex", core_random_hex },
   { NULL, NULL }
 };
 

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -23,6 +24,10 @@
 #else
 #define SEND_FLAGS 0   /* SO_NOSIGPIPE is set on the socket instead */
 #endif
+
+int smtp_net_random(void *out, size_t n) {
+  return n <= 256 && getentropy(out, n) == 0 ? 0 : -1;
+}
 
 long long smtp_net_now_us(void) {
   struct timespec ts;

@@ -55,6 +55,10 @@ size_t smtp_net_ip(const char *s, unsigned char out[16]);
 /* The text of an IPv4 (len 4) or IPv6 (len 16) address, in its short form. */
 void smtp_net_ip_text(const unsigned char *ip, size_t len, char *out, size_t outlen);
 
+/* n <= 256 bytes from the system's CSPRNG (getentropy): returns 0, or -1
+ * when the system has none to give. */
+int smtp_net_random(void *out, size_t n);
+
 /* Microseconds on a monotonic clock, for deadlines and timings. */
 long long smtp_net_now_us(void);
 

@@ -25,7 +25,6 @@
 #include <stdint.h>
 
 #include <mbedtls/ctr_drbg.h>
-#include <mbedtls/entropy.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
@@ -59,7 +58,6 @@ typedef struct {
   mbedtls_ssl_config conf;
   mbedtls_x509_crt ca, cert;
   mbedtls_pk_context key;
-  mbedtls_entropy_context entropy;
   mbedtls_ctr_drbg_context drbg;
   int verify;
   unsigned char ip[16];

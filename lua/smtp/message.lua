@@ -259,11 +259,7 @@ function M.date(t)
     MONTHS[d.month], d.year, d.hour, d.min, d.sec)
 end
 
--- n random bytes as hex, fresh from the system for every call: a pool
--- kept in Lua would be copied into every forked worker (nginx).
-local function random_hex(n)
-  return (core.random(n):gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
+local random_hex = core.random_hex
 
 -- ---- checking a message ----
 
