@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <arpa/inet.h>
@@ -148,6 +149,11 @@ static int try_connect(smtp_net *n, const struct addrinfo *ai, long long deadlin
     return err;
   }
 connected:
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+    err = errno;
+    close(fd);
+    return err;
+  }
   n->fd = fd;
   describe(n, ai->ai_addr);
   return 0;
@@ -221,9 +227,24 @@ int smtp_net_connect(smtp_net *n, const char *host, const char *port,
   return SMTP_ERR_CONNECT;
 }
 
+/* The socket blocks once connected, with the timeout as SO_RCVTIMEO and
+ * SO_SNDTIMEO: a wait is then one recv or send, not a failed try, a poll
+ * and a retry.  Set only when it changes. */
+static int set_timeout(smtp_net *n, int optname, int *current, int timeout_ms) {
+  struct timeval tv;
+  if (timeout_ms < 1) timeout_ms = 1;   /* 0 would mean "wait for ever" */
+  if (*current == timeout_ms) return 0;
+  tv.tv_sec = timeout_ms / 1000;
+  tv.tv_usec = (timeout_ms % 1000) * 1000;
+  if (setsockopt(n->fd, SOL_SOCKET, optname, &tv, sizeof tv) != 0) return -1;
+  *current = timeout_ms;
+  return 0;
+}
+
 int smtp_net_read(smtp_net *n, void *buf, size_t len, int timeout_ms,
                   size_t *got, char *msg, size_t msglen) {
-  long long deadline = now_ms() + timeout_ms;
+  if (set_timeout(n, SO_RCVTIMEO, &n->recv_timeout_ms, timeout_ms) != 0)
+    return sys_error(msg, msglen, SMTP_ERR_CLOSED, "receive failed", errno);
   for (;;) {
     ssize_t r = recv(n->fd, buf, len, 0);
     if (r >= 0) {
@@ -235,21 +256,19 @@ int smtp_net_read(smtp_net *n, void *buf, size_t len, int timeout_ms,
       *got = 0;   /* a reset is an end of stream the engine judges */
       return SMTP_ERR_NONE;
     }
-    if (errno != EAGAIN && errno != EWOULDBLOCK)
-      return sys_error(msg, msglen, SMTP_ERR_CLOSED, "receive failed", errno);
-    switch (wait_fd(n->fd, POLLIN, deadline)) {
-      case 0:
-        snprintf(msg, msglen, "no answer from the server within %d ms", timeout_ms);
-        return SMTP_ERR_TIMEOUT;
-      case -1: return sys_error(msg, msglen, SMTP_ERR_CLOSED, "receive failed", errno);
-      default: break;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      snprintf(msg, msglen, "no answer from the server within %d ms", timeout_ms);
+      return SMTP_ERR_TIMEOUT;
     }
+    return sys_error(msg, msglen, SMTP_ERR_CLOSED, "receive failed", errno);
   }
 }
 
 int smtp_net_write(smtp_net *n, const void *buf, size_t len, int timeout_ms,
                    char *msg, size_t msglen) {
   const char *p = buf;
+  if (set_timeout(n, SO_SNDTIMEO, &n->send_timeout_ms, timeout_ms) != 0)
+    return sys_error(msg, msglen, SMTP_ERR_CLOSED, "send failed", errno);
   while (len > 0) {
     ssize_t r = send(n->fd, p, len, SEND_FLAGS);
     if (r > 0) {
@@ -260,13 +279,8 @@ int smtp_net_write(smtp_net *n, const void *buf, size_t len, int timeout_ms,
     if (r < 0 && errno == EINTR) continue;
     if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
       return sys_error(msg, msglen, SMTP_ERR_CLOSED, "send failed", errno);
-    switch (wait_fd(n->fd, POLLOUT, now_ms() + timeout_ms)) {
-      case 0:
-        snprintf(msg, msglen, "the server took no data for %d ms", timeout_ms);
-        return SMTP_ERR_TIMEOUT;
-      case -1: return sys_error(msg, msglen, SMTP_ERR_CLOSED, "send failed", errno);
-      default: break;
-    }
+    snprintf(msg, msglen, "the server took no data for %d ms", timeout_ms);
+    return SMTP_ERR_TIMEOUT;
   }
   return SMTP_ERR_NONE;
 }

@@ -1,8 +1,9 @@
 /*
  * net.h -- the built-in transport: resolve, connect and wait with deadlines.
  *
- * Blocking calls bounded by a timeout each: the socket itself is
- * non-blocking and every wait is a poll().  Name resolution uses
+ * Blocking calls bounded by a timeout each: the socket connects
+ * non-blocking under a poll() deadline, then blocks with the timeout as
+ * SO_RCVTIMEO/SO_SNDTIMEO.  Name resolution uses
  * getaddrinfo, which has no timeout of its own.
  *
  * Each function returning int gives SMTP_ERR_NONE (0) or an smtp_error_kind
@@ -24,6 +25,8 @@ typedef struct {
   int family;            /* 4 or 6; 0 for a Unix socket */
   char local[72];        /* our address as an SMTP address literal: "[127.0.0.1]" */
   long long resolve_us;  /* how long the name lookup took */
+  int recv_timeout_ms;   /* SO_RCVTIMEO as set, 0 before the first read */
+  int send_timeout_ms;   /* SO_SNDTIMEO as set */
 } smtp_net;
 
 /* Make n closed.  MUST be called before anything else. */
