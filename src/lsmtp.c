@@ -282,12 +282,9 @@ static const char *const event_names[] = {
   "noop", "quit"
 };
 
-/* Take the pending event: kind, index, code, enhanced, text. */
-static int engine_event(lua_State *L) {
-  smtp_engine *e = check_engine(L);
-  const smtp_event *ev;
-  luaL_argcheck(L, smtp_engine_state(e) & SMTP_EVENT, 1, "no event is pending");
-  ev = smtp_engine_event(e);
+/* The pending event as kind, index (from 1), code, enhanced, text; taken. */
+static int push_event(lua_State *L, smtp_engine *e) {
+  const smtp_event *ev = smtp_engine_event(e);
   lua_pushstring(L, event_names[ev->kind]);
   lua_pushinteger(L, (lua_Integer)ev->index + 1);
   lua_pushinteger(L, ev->reply->code);
@@ -295,6 +292,13 @@ static int engine_event(lua_State *L) {
   lua_pushlstring(L, ev->reply->text, ev->reply->text_len);
   smtp_engine_event_ack(e);
   return 5;
+}
+
+/* Take the pending event: kind, index, code, enhanced, text. */
+static int engine_event(lua_State *L) {
+  smtp_engine *e = check_engine(L);
+  luaL_argcheck(L, smtp_engine_state(e) & SMTP_EVENT, 1, "no event is pending");
+  return push_event(L, e);
 }
 
 static int engine_mail(lua_State *L) {
@@ -556,41 +560,63 @@ static int tcp_write(lua_State *L) {
   return 1;
 }
 
-/* send_from(wire, timeout) -> true | nil, kind, message: what the wire
- * has for the transport, written straight from its buffer. */
-static int tcp_send_from(lua_State *L) {
+/* pump(wire, timeout) -> what the caller must do next: "event" with the
+ * event (kind, index, code, enhanced, text), "body", "ready", "command",
+ * "closed", or "layer" when the wire passed the proxy hop or the TLS
+ * handshake; or nil, kind, message, "read" | "write" when the socket
+ * failed.  It moves bytes between socket and wire in C until then: the
+ * driver loop of session.lua, without a Lua call per read and write. */
+static int tcp_pump(lua_State *L) {
   smtp_net *n = check_open(L);
   smtp_wire *w = (smtp_wire *)luaL_checkudata(L, 2, WIRE_MT);
   int ms = timeout_ms(L, 3), kind;
-  size_t len = 0;
-  const unsigned char *p = NULL;
+  const char *layer = smtp_wire_layer(w), *op;
   char msg[256];
-  if (smtp_wire_step(w) & SMTP_SENDREC) p = smtp_wire_send_buf(w, &len);
-  luaL_argcheck(L, len > 0, 2, "the wire has nothing to send");
-  kind = smtp_net_write(n, p, len, ms, msg, sizeof msg);
-  if (kind != SMTP_ERR_NONE) return net_failure(L, kind, msg);
-  smtp_wire_send_ack(w, len);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* recv_into(wire, timeout) -> true | nil, kind, message: read straight
- * into the wire's buffer; kind "closed" at end of stream. */
-static int tcp_recv_into(lua_State *L) {
-  smtp_net *n = check_open(L);
-  smtp_wire *w = (smtp_wire *)luaL_checkudata(L, 2, WIRE_MT);
-  int ms = timeout_ms(L, 3), kind;
-  size_t room = 0, got;
-  unsigned char *p = NULL;
-  char msg[256];
-  if (smtp_wire_step(w) & SMTP_RECVREC) p = smtp_wire_recv_buf(w, &room);
-  luaL_argcheck(L, room > 0, 2, "the wire wants nothing");
-  kind = smtp_net_read(n, p, room, ms, &got, msg, sizeof msg);
-  if (kind != SMTP_ERR_NONE) return net_failure(L, kind, msg);
-  if (got == 0) return net_failure(L, SMTP_ERR_CLOSED, "the server closed the connection");
-  smtp_wire_recv_ack(w, got);
-  lua_pushboolean(L, 1);
-  return 1;
+  for (;;) {
+    unsigned s = smtp_wire_step(w);
+    size_t len = 0;
+    if (smtp_wire_layer(w) != layer) {
+      lua_pushliteral(L, "layer");
+      return 1;
+    }
+    if (s & SMTP_EVENT) {
+      lua_pushliteral(L, "event");
+      return 1 + push_event(L, &w->engine);
+    }
+    if (s & SMTP_SENDREC) {
+      const unsigned char *p = smtp_wire_send_buf(w, &len);
+      op = "write";
+      kind = smtp_net_write(n, p, len, ms, msg, sizeof msg);
+      if (kind != SMTP_ERR_NONE) break;
+      smtp_wire_send_ack(w, len);
+    } else if (s & SMTP_CLOSED) {
+      lua_pushliteral(L, "closed");
+      return 1;
+    } else if (s & SMTP_SENDAPP) {
+      lua_pushliteral(L, "body");
+      return 1;
+    } else if (s & SMTP_IDLE) {
+      lua_pushliteral(L, "ready");
+      return 1;
+    } else if (s & SMTP_RECVREC) {
+      unsigned char *p = smtp_wire_recv_buf(w, &len);
+      size_t got;
+      op = "read";
+      kind = smtp_net_read(n, p, len, ms, &got, msg, sizeof msg);
+      if (kind == SMTP_ERR_NONE && got == 0) {
+        kind = SMTP_ERR_CLOSED;
+        snprintf(msg, sizeof msg, "the server closed the connection");
+      }
+      if (kind != SMTP_ERR_NONE) break;
+      smtp_wire_recv_ack(w, got);
+    } else {
+      lua_pushliteral(L, "command");
+      return 1;
+    }
+  }
+  net_failure(L, kind, msg);
+  lua_pushstring(L, op);
+  return 4;
 }
 
 static int tcp_close(lua_State *L) {
@@ -618,7 +644,7 @@ static int tcp_tostring(lua_State *L) {
 
 static const luaL_Reg tcp_methods[] = {
   { "read", tcp_read }, { "write", tcp_write }, { "close", tcp_close },
-  { "send_from", tcp_send_from }, { "recv_into", tcp_recv_into },
+  { "pump", tcp_pump },
   { "info", tcp_info }, { NULL, NULL }
 };
 

@@ -106,43 +106,52 @@ function Session:on_event(kind, index, code, enhanced, text)
   end
 end
 
+-- The transport failed while the engine wanted to `op` ("read", "write").
+function Session:io_failed(op, kind, msg)
+  local eng = self.engine
+  if op == "read" and kind == "closed" then
+    eng:eof()
+  else
+    if op == "read" and eng:layer() == "proxy" then msg = msg:gsub("the server", "the proxy") end
+    eng:fail(kind, msg)
+  end
+end
+
 -- One turn of the driver loop.  Returns "busy" after doing some work, the
 -- engine's action when it is the caller's turn ("ready", "body",
 -- "command"), or nil and the error once the session is closed.
 function Session:step()
   local eng, conn = self.engine, self.conn
+  -- The built-in socket moves the bytes in C until there is something to
+  -- do here; the trace needs each write, so it takes the long way.
+  if conn.pump and not self.trace then
+    local a, kind, index, code, enhanced, text = conn:pump(eng, self.timeout)
+    if a == "event" then
+      self:on_event(kind, index, code, enhanced, text)
+    elseif a == nil then
+      self:io_failed(index, kind, code)
+    elseif a == "closed" then
+      return nil, self:error()
+    elseif a ~= "layer" then
+      return a
+    end
+    if self.layer ~= "tls" then self:watch_layer() end
+    return "busy"
+  end
   local a = eng:action()
   -- action() may have passed the proxy hop and parsed what came with its
   -- reply: record the hop before any event from behind it.
   if self.layer ~= "tls" then self:watch_layer() end
   if a == "write" then
-    -- The built-in socket moves bytes in C, without a Lua string each time.
-    local ok, kind, msg
-    if conn.send_from then
-      ok, kind, msg = conn:send_from(eng, self.timeout)
-    else
-      local out = eng:output()
-      ok, kind, msg = conn:write(out, self.timeout)
-      if ok then eng:sent(#out) end
-    end
-    if not ok then eng:fail(kind, msg) end
+    local out = eng:output()
+    local ok, kind, msg = conn:write(out, self.timeout)
+    if ok then eng:sent(#out) else self:io_failed("write", kind, msg) end
     if self.trace then self:trace_sent() end
   elseif a == "event" then
     self:on_event(eng:event())
   elseif a == "read" then
-    local ok, kind, msg
-    if conn.recv_into then
-      ok, kind, msg = conn:recv_into(eng, self.timeout)
-    else
-      ok, kind, msg = conn:read(eng:room(), self.timeout)
-      if ok then eng:feed(ok) end
-    end
-    if not ok and kind == "closed" then
-      eng:eof()
-    elseif not ok then
-      if eng:layer() == "proxy" then msg = msg:gsub("the server", "the proxy") end
-      eng:fail(kind, msg)
-    end
+    local ok, kind, msg = conn:read(eng:room(), self.timeout)
+    if ok then eng:feed(ok) else self:io_failed("read", kind, msg) end
   elseif a == "closed" then
     return nil, self:error()
   else

@@ -1,5 +1,5 @@
--- The built-in transport: a socket in C (src/net.c) with a poll()-bounded
--- wait for every connect, read and write.
+-- The built-in transport: a socket in C (src/net.c); every connect, read
+-- and write waits at most its timeout.
 --
 -- Every transport is a table with one function, and returns connections
 -- with four methods (this is the whole interface; see README, "Transports"):
@@ -15,9 +15,9 @@
 --                                    address as an SMTP literal, seconds the
 --                                    name lookup took; optional, each may be nil
 --
--- This one also has conn:send_from(wire, timeout) and conn:recv_into(wire,
--- timeout), which move bytes between the socket and the session's buffers
--- in C; the session uses them when a connection has them.
+-- This one also has conn:pump(wire, timeout), which moves bytes between the
+-- socket and the session in C until the session has something to do; the
+-- session uses it when a connection has it (and no trace is asked for).
 --
 -- kind is one of the error kinds ("dns", "connect", "timeout", "closed").
 -- timeout is in seconds, for that one call.  host is a name or an IPv4 or
