@@ -77,7 +77,7 @@ M["plain-many"] = function(host, port, seconds, batch)
   for i = 1, tonumber(batch or 100) do list[i] = message(common.body(1024)) end
   local n, t, cpu = loop(seconds, function()
     local receipts, errs = s:send_many(list)
-    for i = 1, #list do assert(receipts[i], errs[i]) end
+    for i = 1, #list do assert(not errs[i], errs[i]) assert(receipts[i].reply) end
   end)
   s:close()
   n = n * #list

@@ -383,8 +383,12 @@ static void on_reply(smtp_engine *e) {
       emit(e, SMTP_EV_MESSAGE, p.index);
       /* LMTP: one verdict per accepted recipient; the last ends it. */
       if (e->pend_count == 0 || e->pend[e->pend_head].cmd != CMD_END) {
-        e->txn = TXN_NONE;
-        e->mail_ok = 0;
+        if (e->early) {
+          e->early = 0;   /* the next transaction is already under way */
+        } else {
+          e->txn = TXN_NONE;
+          e->mail_ok = 0;
+        }
       }
       break;
     case CMD_AUTH:
@@ -510,11 +514,35 @@ static int envelope_open(const smtp_engine *e) {
   return e->phase == PH_READY && (e->txn == TXN_ENVELOPE || e->txn == TXN_FAILED);
 }
 
+/* Is a BDAT chunk's reply (not the LAST one's) still awaited? */
+static int chunk_pending(const smtp_engine *e) {
+  unsigned i;
+  for (i = 0; i < e->pend_count; i++)
+    if (e->pend[(e->pend_head + i) % SMTP_PENDING_MAX].cmd == CMD_BDAT) return 1;
+  return 0;
+}
+
 int smtp_engine_mail(smtp_engine *e, const char *from, const char *params) {
-  int r;
-  if (!(smtp_engine_state(e) & SMTP_IDLE)) return SMTP_ESTATE;
+  int r, early = 0;
+  if (!(smtp_engine_state(e) & SMTP_IDLE)) {
+    /* RFC 2920 3.1: with PIPELINING the next envelope may follow the
+     * final dot (or BDAT LAST) in the same write, before that message's
+     * verdict.  Never with LMTP: its verdicts come one per recipient.
+     * Not while a chunk's reply is awaited either: a refused chunk wants
+     * RSET before the next MAIL. */
+    if (!pipelining(e) || e->phase != PH_READY || e->auth_wait || (e->opts & SMTP_OPT_LMTP))
+      return SMTP_ESTATE;
+    if (e->txn == TXN_END && !e->early && !chunk_pending(e)) {
+      early = 1;
+    } else if (e->txn == TXN_END || e->txn == TXN_FAILED || e->txn == TXN_NONE) {
+      return SMTP_AGAIN;   /* the last transaction is winding up */
+    } else {
+      return SMTP_ESTATE;
+    }
+  }
   r = queue_path(e, CMD_MAIL, 0, "MAIL FROM", from, params);
   if (r != SMTP_OK) return r;
+  e->early = early;
   e->txn = TXN_ENVELOPE;
   e->mail_ok = 0;
   e->rcpt_sent = e->rcpt_ok = 0;

@@ -169,6 +169,7 @@ typedef struct smtp_engine {
   unsigned rcpt_sent, rcpt_ok;
   int mail_ok;
   int body_bol, body_cr;   /* dot-stuffer: at beginning of line; a CR pending */
+  int early;               /* a transaction began before the last one's verdict */
   int tls_done;            /* STARTTLS completed */
   int auth_wait;           /* a 334 came: smtp_engine_auth_respond is due */
 } smtp_engine;
@@ -197,9 +198,14 @@ void smtp_engine_recv_eof(smtp_engine *e);
 const smtp_event *smtp_engine_event(const smtp_engine *e);
 void smtp_engine_event_ack(smtp_engine *e);
 
-/* Start a transaction (only when SMTP_IDLE).  from is the reverse-path
- * without brackets ("" for the null sender); params are MAIL parameters
- * ("SIZE=123 BODY=8BITMIME") or "". */
+/* Start a transaction (only when SMTP_IDLE, or, with PIPELINING and not
+ * LMTP, right after smtp_engine_body_end or the BDAT LAST chunk: the
+ * next envelope then goes out behind the final dot, and the previous
+ * message's SMTP_EV_MESSAGE comes before this MAIL's reply).  With
+ * PIPELINING, SMTP_AGAIN while the last transaction still awaits replies
+ * and cannot be overlapped (chunk replies pending, or RSET).  from is the
+ * reverse-path without brackets ("" for the null sender); params are MAIL
+ * parameters ("SIZE=123 BODY=8BITMIME") or "". */
 int smtp_engine_mail(smtp_engine *e, const char *from, const char *params);
 
 /* Add a recipient.  SMTP_AGAIN: the engine waits for earlier replies

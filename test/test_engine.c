@@ -1261,6 +1261,140 @@ static void t_lmtp(session *s)
   expect_error(s, SMTP_ERR_REJECTED, SMTP_STAGE_EHLO, 500);
 }
 
+/* RFC 2920 3.1: the next envelope behind the final dot, before its verdict. */
+static void t_early_mail(session *s)
+{
+  to_body(s);
+  body(s, "x\n", 2);
+  body_end(s);
+  CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_OK);
+  /* one early transaction at a time */
+  CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_ESTATE);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "g@h", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  expect_out(s, "x\r\n.\r\nMAIL FROM:<e@f>\r\nRCPT TO:<g@h>\r\nDATA\r\n");
+  /* the verdict goes to the first message, the rest to the second */
+  server(s, "250 2.0.0 queued as A\r\n");
+  expect_log(s, "message 250;");
+  CHECK(!(state(s) & SMTP_IDLE));
+  server(s, "250 ok\r\n250 ok\r\n354 go\r\n");
+  expect_log(s, "mail 250;rcpt#0 250;data 354;");
+  expect_state(s, SMTP_SENDAPP);
+  body(s, "y\r\n", 3);
+  body_end(s);
+  /* refusals: the second message's verdict, then the third's RCPT */
+  CHECK_INT(smtp_engine_mail(&s->e, "i@j", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "k@l", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  expect_out(s, "y\r\n.\r\nMAIL FROM:<i@j>\r\nRCPT TO:<k@l>\r\nDATA\r\n");
+  server(s, "554 5.7.1 spam\r\n250 ok\r\n550 5.1.1 no\r\n554 5.5.1 no valid recipients\r\n");
+  expect_log(s, "message 554;mail 250;rcpt#0 550;data 554;");
+  expect_out(s, "RSET\r\n");
+  server(s, "250 ok\r\n");
+  expect_log(s, "rset 250;");
+  expect_state(s, SMTP_IDLE);
+  /* a refused early MAIL, then an accepted one behind a 354 with no recipient */
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  server(s, "250 ok\r\n250 ok\r\n354 go\r\n");
+  body_end(s);
+  CHECK_INT(smtp_engine_mail(&s->e, "m@n", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "o@p", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n.\r\nMAIL FROM:<m@n>\r\nRCPT TO:<o@p>\r\nDATA\r\n");
+  server(s, "250 ok\r\n553 5.7.1 sender refused\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need MAIL\r\n");
+  expect_log(s, "mail 250;rcpt#0 250;data 354;message 250;mail 553;rcpt#0 503;data 503;");
+  expect_out(s, "");
+  expect_state(s, SMTP_IDLE);
+  /* the connection lost behind an early MAIL: closed, nothing more */
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  server(s, "250 ok\r\n250 ok\r\n354 go\r\n");
+  body_end(s);
+  CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_OK);
+  expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n.\r\nMAIL FROM:<e@f>\r\n");
+  server(s, "250 ok\r\n");
+  expect_log(s, "mail 250;rcpt#0 250;data 354;message 250;");
+  smtp_engine_recv_eof(&s->e);
+  expect_state(s, SMTP_CLOSED);
+  expect_error(s, SMTP_ERR_CLOSED, SMTP_STAGE_MAIL, 0);
+}
+
+/* Behind BDAT LAST too; never without PIPELINING, never with LMTP. */
+static void t_early_mail_refused(session *s)
+{
+  ready(s, 0, EHLO_CHUNK);
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
+  server(s, "250 ok\r\n250 ok\r\n");
+  CHECK_INT(bdat_all(s, "x\r\n", 3, SMTP_BDAT_LAST), SMTP_OK);
+  CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "g@h", ""), SMTP_OK);
+  expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3 LAST\r\nx\r\nMAIL FROM:<e@f>\r\nRCPT TO:<g@h>\r\n");
+  server(s, "554 5.7.1 no\r\n250 ok\r\n250 ok\r\n");
+  expect_log(s, "mail 250;rcpt#0 250;message 554;mail 250;rcpt#0 250;");
+  CHECK_INT(bdat_all(s, "y\r\n", 3, SMTP_BDAT_LAST), SMTP_OK);
+  expect_out(s, "BDAT 3 LAST\r\ny\r\n");
+  server(s, "250 ok\r\n");
+  expect_log(s, "message 250;");
+  expect_state(s, SMTP_IDLE);
+  /* not behind chunks whose replies are awaited: wait, RSET if one failed */
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
+  server(s, "250 ok\r\n250 ok\r\n");
+  CHECK_INT(bdat_all(s, "one\r\n", 5, 0), SMTP_OK);
+  CHECK_INT(bdat_all(s, "two\r\n", 5, SMTP_BDAT_LAST), SMTP_OK);
+  CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_AGAIN);
+  expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 5\r\none\r\nBDAT 5 LAST\r\ntwo\r\n");
+  server(s, "554 5.6.0 bad chunk\r\n");
+  CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_AGAIN);
+  server(s, "503 5.5.1 no transaction\r\n");
+  expect_out(s, "RSET\r\n");
+  CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_AGAIN);
+  server(s, "250 ok\r\n");
+  expect_log(s, "mail 250;rcpt#0 250;data 554;message 503;rset 250;");
+  CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_OK);
+  expect_out(s, "MAIL FROM:<e@f>\r\n");
+  server(s, "250 ok\r\n");
+  expect_log(s, "mail 250;");
+
+  ready(s, 0, EHLO_LOCK);
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
+  server(s, "250 ok\r\n");
+  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
+  server(s, "250 ok\r\n");
+  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  server(s, "354 go\r\n");
+  body_end(s);
+  CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_ESTATE);
+  server(s, "250 ok\r\n");
+  expect_state(s, SMTP_IDLE);
+
+  ready(s, SMTP_OPT_NO_PIPELINING, EHLO_PIPE);
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
+  server(s, "250 ok\r\n");
+  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
+  server(s, "250 ok\r\n");
+  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  server(s, "354 go\r\n");
+  body_end(s);
+  CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_ESTATE);
+
+  start(s, SMTP_OPT_LMTP);
+  server(s, "220 lmtp.example.net LMTP\r\n");
+  server(s, "250-lmtp.example.net\r\n250 PIPELINING\r\n");
+  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
+  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  server(s, "250 ok\r\n250 ok\r\n354 go\r\n");
+  body_end(s);
+  CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_ESTATE);
+  server(s, "250 ok\r\n");
+  expect_state(s, SMTP_IDLE);
+}
+
 static void t_auth(session *s)
 {
   ready(s, 0, "250-mx.example.net\r\n250 AUTH PLAIN LOGIN\r\n");
@@ -1369,6 +1503,8 @@ static const engine_test tests[] = {
   { "BDAT chunks", t_bdat },
   { "BDAT refused", t_bdat_refused },
   { "LMTP", t_lmtp },
+  { "MAIL behind the final dot", t_early_mail },
+  { "MAIL behind the final dot: BDAT, not allowed", t_early_mail_refused },
   { "AUTH exchange", t_auth },
   { "STARTTLS", t_starttls },
 };

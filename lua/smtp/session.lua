@@ -97,12 +97,17 @@ function Session:on_event(kind, index, code, enhanced, text)
   elseif kind == "rcpt" then
     self.txn.rcpt[index] = r
   elseif self.txn and (kind == "mail" or kind == "data" or kind == "message") then
+    -- send_many: until its verdict, the replies to the chunks and the end
+    -- of the message sent before this one (never LMTP: one verdict each)
+    local t = kind ~= "mail" and self.ending or self.txn
     -- The first refused BDAT chunk says why; the 503s to the chunks
     -- pipelined behind it say less.
-    local first = self.txn.data
-    if not (kind == "data" and first and first.code >= 400) then self.txn[kind] = r end
-    if kind == "message" then self.txn.messages[index] = r end
-    if kind == "message" then self.in_body = false end
+    local first = t.data
+    if not (kind == "data" and first and first.code >= 400) then t[kind] = r end
+    if kind == "message" then
+      t.messages[index] = r
+      if t == self.ending then self.ending = nil else self.in_body = false end
+    end
   end
 end
 
@@ -315,7 +320,9 @@ end
 
 -- Feed the message to the engine: after 354 with the dot-stuffer, or as
 -- BDAT chunks.  Returns the engine's action and the bytes fed, or nil, err.
-function Session:stream(header, body, chunked, binary)
+-- early: return "pending" once the final dot (or BDAT LAST) is queued,
+-- without waiting for the verdict (send_many reads it later).
+function Session:stream(header, body, chunked, binary, early)
   local eng = self.engine
   local a, err, r = "body", nil, nil
   if chunked then
@@ -364,14 +371,16 @@ function Session:stream(header, body, chunked, binary)
     if chunk then ok, nxt = pcall(body) end
   end
   if a and not chunked then r, err = self:command("body_end") end
+  if a and r and early then return "pending", nil, bytes end
   if a and r then a, err = self:run() end
   return a, err, bytes
 end
 
--- Send a message checked by message.prepare.
-function Session:deliver(m)
+-- Render a message checked by message.prepare for what the server offers,
+-- check it, and send its envelope (MAIL, RCPT, and DATA unless chunked).
+-- Returns what stream() needs, or nil and the error.
+local function envelope(self, m)
   local eng = self.engine
-  if eng:action() ~= "ready" then return nil, self:error() end
   self.in_body = false
   local caps = eng:caps()
   -- chunking = false: no BDAT, so no BINARYMIME either.
@@ -392,14 +401,86 @@ function Session:deliver(m)
   end
   if r == "ok" and not chunked then r, err = self:command("data") end
   if not r then return nil, err end
+  return { txn = txn, header = header, body = body, chunked = chunked and r == "ok", binary = binary }
+end
+
+-- Send a message checked by message.prepare.
+function Session:deliver(m)
+  if self.engine:action() ~= "ready" then return nil, self:error() end
+  local t, err = envelope(self, m)
+  if not t then return nil, err end
   local a, bytes
-  a, err, bytes = self:stream(header, body, chunked and r == "ok", binary)
+  a, err, bytes = self:stream(t.header, t.body, t.chunked, t.binary)
   if not a then return nil, err end
-  return verdict(txn, m, bytes)
+  return verdict(t.txn, m, bytes)
+end
+
+-- Messages checked by message.prepare, over this session: with PIPELINING
+-- (and not LMTP), each message's MAIL, RCPT and DATA go out in the same
+-- write as the previous message's final dot (RFC 2920 3.1), so each
+-- message costs about one round trip.  Returns the list of results, in
+-- order: each the receipt or the error object; and the list of errors
+-- (nil where a message was sent).  A message counts as sent only on the
+-- server's final 2xx to it.
+function Session:deliver_many(list)
+  local results, errs = {}, {}
+  local overlap = self.report.pipelining and not self.lmtp and not self.trace
+  if not overlap then
+    for i, m in ipairs(list) do
+      local r, err = self:deliver(m)
+      results[i], errs[i] = r or err, err
+    end
+    return results, errs
+  end
+  local prev   -- { i, m, txn, bytes }: its final dot is out, its verdict unread
+  local function settle()
+    local r, err
+    if prev.txn.message then r, err = verdict(prev.txn, prev.m, prev.bytes) else err = self:error() end
+    results[prev.i], errs[prev.i] = r or err, err
+    prev, self.ending = nil, nil
+  end
+  for i, m in ipairs(list) do
+    local t, a, err, bytes
+    if not prev and self.engine:action() ~= "ready" then
+      err = self:error()
+    else
+      -- the previous verdict comes before this envelope's replies
+      self.ending = prev and prev.txn
+      t, err = envelope(self, m)
+    end
+    if t then a, err, bytes = self:stream(t.header, t.body, t.chunked, t.binary, true) end
+    -- The previous verdict came before this message's replies; it is
+    -- still awaited only when nothing of this message was sent (refused
+    -- before MAIL), unless the session died.
+    if prev and (not self.ending or not self:alive()) then settle() end
+    if a == "pending" then
+      prev = { i = i, m = m, txn = t.txn, bytes = bytes }
+    elseif a then
+      local r
+      r, err = verdict(t.txn, m, bytes)
+      results[i], errs[i] = r or err, err
+    else
+      results[i], errs[i] = err, err
+    end
+  end
+  if prev then
+    self:run()
+    settle()
+  end
+  self.ending = nil
+  return results, errs
 end
 
 function Session:send(msg)
   return self:deliver(message.prepare(msg, self.charset))
+end
+
+-- Send a list of messages over this session (see deliver_many).
+function Session:send_many(list)
+  if type(list) ~= "table" then error("smtp: send_many: expected a list of messages", 2) end
+  local prepared = {}
+  for i, msg in ipairs(list) do prepared[i] = message.prepare(msg, self.charset) end
+  return self:deliver_many(prepared)
 end
 
 -- RSET: abandon whatever the server holds of a transaction.
@@ -561,7 +642,7 @@ function M.open(o)
   if hop then report.proxy.resolved = peer else report.resolved, report.family = peer, family end
   local s = setmetatable({
     conn = conn, timeout = o.timeout, report = report, trace = o.trace, name = o.name,
-    charset = o.charset, mark = t0, chunking = o.chunking,
+    charset = o.charset, mark = t0, chunking = o.chunking, lmtp = o.protocol == "lmtp",
   }, Session)
   if lookup then s:stage("dns", true, peer, lookup) end
   s:stage("connect", true, (peer or "?") .. (hop and " (the proxy)" or ""), now - t0 - (lookup or 0))

@@ -64,7 +64,8 @@
 --   replies          { [trigger] = "full reply, lines joined by \r\n" };
 --                    triggers: greeting EHLO (also LHLO) HELO MAIL RCPT
 --                    RCPT:<address> DATA (to the DATA command) END (after the
---                    dot, or to BDAT LAST) BDAT (each chunk but the last)
+--                    dot, or to BDAT LAST) END:<sender> (END for a message
+--                    whose MAIL FROM is sender) BDAT (each chunk but the last)
 --                    BDAT:<n> (the n-th chunk of a transaction, from 1, last
 --                    or not; a refusal fails the transaction: later chunks get
 --                    503 until RSET) RSET NOOP QUIT. A refused MAIL/RCPT/END
@@ -140,7 +141,8 @@
 -- chunks (BDAT only: the chunk sizes, in order), received (the server's
 -- time.time() when the message was complete), delivered and replies (LMTP:
 -- the recipients that got a 2xx, and the reply to each of rcpt_tos), tls
--- (true if it came encrypted) }; for each BDAT chunk { type = "chunk", conn,
+-- (true if it came encrypted), pipelined (more bytes had come behind the
+-- final dot or the last chunk by the time its verdict was due) }; for each BDAT chunk { type = "chunk", conn,
 -- index (in its transaction, from 1), size, last, pipelined (more bytes had
 -- come behind the chunk's octets by the time its reply was due) } -- the
 -- command record of a BDAT line always says pipelined, as its octets follow

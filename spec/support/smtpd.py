@@ -92,7 +92,8 @@ class Script:
         replies = dict(script.get("replies") or {})
         # Recipient triggers match case-insensitively, so key them in lower case.
         self.replies = {
-            "RCPT:" + k[5:].lower() if k.upper().startswith("RCPT:") else k: v
+            k[:k.index(":") + 1].upper() + k[k.index(":") + 1:].lower()
+            if k.upper().startswith(("RCPT:", "END:")) else k: v
             for k, v in replies.items()}
         self.greeting = self.replies.get(
             "greeting", script.get("banner", "220 %s ESMTP smtpd.py" % HOSTNAME))
@@ -751,7 +752,8 @@ class ScriptedSMTP(SMTP):
             replies = ["552 5.3.4 Message size exceeds fixed limit"]
         else:
             default = script.failing("END") or script.reply(
-                "END", "250 2.0.0 Ok: queued as %s" % os.urandom(5).hex().upper())
+                "END:" + (envelope.mail_from or "").lower(), script.reply(
+                    "END", "250 2.0.0 Ok: queued as %s" % os.urandom(5).hex().upper()))
             replies = [default]
         if script.lmtp:
             replies = [script.lmtp_replies.get(r.lower(), replies[0]) for r in envelope.rcpt_tos]
@@ -764,7 +766,8 @@ class ScriptedSMTP(SMTP):
                 rcpt_tos=envelope.rcpt_tos, rcpt_options=envelope.rcpt_options,
                 data_b64=base64.b64encode(data).decode(),
                 wire_b64=base64.b64encode(wire).decode(),
-                ehlo=self.session.host_name, received=time.time())
+                ehlo=self.session.host_name, received=time.time(),
+                pipelined=bool(self.stream._buffer))
             if script.lmtp:
                 fields.update(delivered=delivered, replies=replies)
             if chunks is not None:
