@@ -35,6 +35,20 @@ local function parse_notify(key, v)
   return table.concat(out, ",")
 end
 
+-- Addresses already checked, as they go on the wire: a program sends from
+-- and to the same few again and again.  Emptied when it grows too big.
+local checked, n_checked = {}, 0
+
+local function wire_address(key, addr)
+  local w = checked[addr]
+  if w then return w end
+  if not address.valid(addr) then fail(key, "a valid e-mail address (user@domain)", addr) end
+  w = address.wire_form(addr)
+  if n_checked >= 256 then checked, n_checked = {}, 0 end
+  checked[addr], n_checked = w, n_checked + 1
+  return w
+end
+
 -- "Name <addr>", "addr" or { name = , address = , notify =, orcpt = } ->
 -- { name, address, notify, orcpt }.
 local function parse_address(key, v)
@@ -60,8 +74,7 @@ local function parse_address(key, v)
     fail(key, 'an address ("Name <user@example.com>", "user@example.com" or { name =, address = })', v)
   end
   if name and name:find("[%z\r\n]") then fail(key, "a display name without CR, LF or NUL", name) end
-  if not address.valid(addr) then fail(key, "a valid e-mail address (user@domain)", addr) end
-  return { name = name, address = address.wire_form(addr), notify = notify, orcpt = orcpt }
+  return { name = name, address = wire_address(key, addr), notify = notify, orcpt = orcpt }
 end
 
 local function parse_list(key, v)
@@ -253,10 +266,16 @@ local DAYS = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" }
 local MONTHS = { "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" }
 
 -- RFC 5322 date in UTC, free of the C locale's day and month names.
+-- The last one is kept: messages sent in a loop share their second.
+local last_time, last_date
 function M.date(t)
-  local d = os.date("!*t", t)
-  return string.format("%s, %02d %s %04d %02d:%02d:%02d +0000", DAYS[d.wday], d.day,
-    MONTHS[d.month], d.year, d.hour, d.min, d.sec)
+  t = t or os.time()
+  if t ~= last_time then
+    local d = os.date("!*t", t)
+    last_time, last_date = t, string.format("%s, %02d %s %04d %02d:%02d:%02d +0000", DAYS[d.wday], d.day,
+      MONTHS[d.month], d.year, d.hour, d.min, d.sec)
+  end
+  return last_date
 end
 
 local random_hex = core.random_hex
@@ -382,6 +401,10 @@ local function check_raw(raw)
   return raw
 end
 
+local STRING_KEYS = { "subject", "text", "html", "date", "message_id" }
+local LINE_KEYS = { "subject", "date", "message_id" }
+local NOT_WITH_RAW = { "subject", "text", "html", "attachments", "headers", "date", "message_id", "reply_to" }
+
 -- Check a message table; raises on anything wrong.
 function M.prepare(msg, default_charset)
   if type(msg) ~= "table" then fail("the message", "a table", msg) end
@@ -425,17 +448,17 @@ function M.prepare(msg, default_charset)
   end
   if #m.recipients == 0 then fail("to", "at least one recipient (to, cc or bcc)", nil) end
   if msg.raw ~= nil then
-    for _, k in ipairs({ "subject", "text", "html", "attachments", "headers", "date", "message_id", "reply_to" }) do
+    for _, k in ipairs(NOT_WITH_RAW) do
       if msg[k] ~= nil then error("smtp.send: raw is the whole message: " .. k .. " cannot go with it", 3) end
     end
     m.raw = check_raw(msg.raw)
     return m
   end
-  for _, key in ipairs({ "subject", "text", "html", "date", "message_id" }) do
+  for _, key in ipairs(STRING_KEYS) do
     local v = msg[key]
     if v ~= nil and type(v) ~= "string" then fail(key, "a string", v) end
   end
-  for _, key in ipairs({ "subject", "date", "message_id" }) do
+  for _, key in ipairs(LINE_KEYS) do
     if msg[key] and msg[key]:find("[%z\r\n]") then fail(key, "a string without CR, LF or NUL", msg[key]) end
   end
   if msg.message_id and not msg.message_id:find("^<[^<>%s]+@[^<>%s]+>$") then
