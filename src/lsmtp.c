@@ -786,7 +786,6 @@ static int core_resolve4(lua_State *L) {
   return 1;
 }
 
-/* Seconds on a monotonic clock, for timings in reports. */
 /* sleep(seconds): for rate limits and backoff with the built-in transport. */
 static int core_sleep(lua_State *L) {
   lua_Number t = luaL_checknumber(L, 1);
@@ -798,6 +797,7 @@ static int core_sleep(lua_State *L) {
   return 0;
 }
 
+/* clock() -> seconds on a monotonic clock, for timings in reports */
 static int core_clock(lua_State *L) {
   lua_pushnumber(L, (lua_Number)smtp_net_now_us() / 1e6);
   return 1;

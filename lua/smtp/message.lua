@@ -109,6 +109,18 @@ local function transcode(key, s, charset)
   return out
 end
 
+-- A body text in the charset, and what core.scan says of it (render
+-- chooses its encoding from that), scanned once.
+local function body_text(key, s, charset)
+  if is_utf8(charset) then
+    local scan = { core.scan(s) }
+    if not scan[5] then fail(key, "UTF-8 text", "(invalid UTF-8)") end
+    return s, scan
+  end
+  s = transcode(key, s, charset)
+  return s, { core.scan(s) }
+end
+
 -- ---- header encoding ----
 
 -- RFC 2047 Q encoded-words of at most 75 octets, in the charset, never
@@ -465,8 +477,8 @@ function M.prepare(msg, default_charset)
     fail("message_id", "like <unique@domain>", msg.message_id)
   end
   m.subject = msg.subject
-  m.text = msg.text and transcode("text", msg.text, m.charset)
-  m.html = msg.html and transcode("html", msg.html, m.charset)
+  if msg.text then m.text, m.text_scan = body_text("text", msg.text, m.charset) end
+  if msg.html then m.html, m.html_scan = body_text("html", msg.html, m.charset) end
   -- Header values are encoded when rendered; check now that they fit.
   if m.subject then transcode("subject", m.subject, m.charset) end
   for _, list in ipairs({ { m.from }, m.to, m.cc, m.reply_to }) do
@@ -557,12 +569,14 @@ local function base64_size(n)
   return chars + 2 * math.ceil(chars / 76)
 end
 
+local EMPTY_SCAN = { 0, 0, 0, 0, true }
+
 -- A text part: 7bit when it can, 8bit when the server takes it, else
 -- quoted-printable, or base64 for text that is mostly not ASCII.
-local function text_part(subtype, s, charset, caps)
-  -- One pass in C; the line ends stay as they are: the engine makes every
-  -- one CRLF on the way out, and quoted-printable does the same.
-  local high, nul, longest, crlf_len = core.scan(s)
+local function text_part(subtype, s, scan, charset, caps)
+  -- The line ends stay as they are: the engine makes every one CRLF on the
+  -- way out, and quoted-printable does the same.
+  local high, nul, longest, crlf_len = scan[1], scan[2], scan[3], scan[4]
   local clean = nul == 0 and longest <= 998
   local cte
   if high == 0 and clean then
@@ -616,13 +630,13 @@ local function tree(m, caps)
   end
   local html
   if m.html then
-    html = text_part("html", m.html, m.charset, caps)
+    html = text_part("html", m.html, m.html_scan, m.charset, caps)
     if #inline > 0 then
       table.insert(inline, 1, html)
       html = multipart("related", inline)
     end
   end
-  local text = (m.text or not html) and text_part("plain", m.text or "", m.charset, caps)
+  local text = (m.text or not html) and text_part("plain", m.text or "", m.text_scan or EMPTY_SCAN, m.charset, caps)
   local body = text and html and multipart("alternative", { text, html }) or html or text
   if #attached > 0 then
     table.insert(attached, 1, body)

@@ -382,9 +382,14 @@ end
 local function envelope(self, m)
   local eng = self.engine
   self.in_body = false
-  local caps = eng:caps()
-  -- chunking = false: no BDAT, so no BINARYMIME either.
-  if not self.chunking then caps.chunking, caps.binarymime = false, false end
+  -- The extensions are fixed once the session is open (its last EHLO).
+  local caps = self.caps
+  if not caps then
+    caps = eng:caps()
+    -- chunking = false: no BDAT, so no BINARYMIME either.
+    if not self.chunking then caps.chunking, caps.binarymime = false, false end
+    self.caps = caps
+  end
   local header, body, params, size, binary = message.render(m, caps)
   local err
   params, err = preflight(self, m, caps, params, size)
