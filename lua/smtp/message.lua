@@ -35,46 +35,64 @@ local function parse_notify(key, v)
   return table.concat(out, ",")
 end
 
--- Addresses already checked, as they go on the wire: a program sends from
--- and to the same few again and again.  Emptied when it grows too big.
-local checked, n_checked = {}, 0
+-- Addresses already checked: a program sends from and to the same few
+-- again and again.  A table that empties itself when it grows too big.
+local function memo()
+  local t, n = {}, 0
+  return function(k) return t[k] end, function(k, v)
+    if n >= 256 then t, n = {}, 0 end
+    t[k], n = v, n + 1
+  end
+end
+local wire_of, remember_wire = memo()        -- mailbox -> its wire form
+local parsed, remember_parsed = memo()       -- "Name <mailbox>" -> { name or false, wire form }
 
 local function wire_address(key, addr)
-  local w = checked[addr]
-  if w then return w end
+  local wire = wire_of(addr)
+  if wire then return wire end
   if not address.valid(addr) then fail(key, "a valid e-mail address (user@domain)", addr) end
-  w = address.wire_form(addr)
-  if n_checked >= 256 then checked, n_checked = {}, 0 end
-  checked[addr], n_checked = w, n_checked + 1
-  return w
+  wire = address.wire_form(addr)
+  remember_wire(addr, wire)
+  return wire
+end
+
+-- "Name <addr>" or "addr" -> name (or nil), address as it goes on the wire.
+local function parse_string_address(key, v)
+  local known = parsed(v)
+  if known then return known[1] or nil, known[2] end
+  -- before trimming: %s would take CR and LF for spaces
+  if v:find("[%z\r\n]") then fail(key, "an address without CR, LF or NUL", v) end
+  local name, addr
+  if v:find("<", 1, true) then name, addr = v:match("^%s*(.-)%s*<([^<>]*)>%s*$") end
+  if not addr then addr = v:match("^%s*(.*%S)") or "" end
+  if name then
+    name = name:match('^"(.*)"$') or name
+    if name == "" then name = nil end
+  end
+  local wire = wire_address(key, addr)
+  remember_parsed(v, { name or false, wire })
+  return name, wire
 end
 
 -- "Name <addr>", "addr" or { name = , address = , notify =, orcpt = } ->
 -- { name, address, notify, orcpt }.
 local function parse_address(key, v)
-  local name, addr, notify, orcpt
-  if type(v) == "table" then
-    name, addr = v.name, v.address
-    if name ~= nil and type(name) ~= "string" then fail(key .. ".name", "a string", name) end
-    notify = parse_notify(key .. ".notify", v.notify)
-    if v.orcpt ~= nil then
-      if not address.valid(v.orcpt) then fail(key .. ".orcpt", "a valid e-mail address", v.orcpt) end
-      orcpt = v.orcpt
-    end
-  elseif type(v) == "string" then
-    -- before trimming: %s would take CR and LF for spaces
-    if v:find("[%z\r\n]") then fail(key, "an address without CR, LF or NUL", v) end
-    name, addr = v:match("^%s*(.-)%s*<([^<>]*)>%s*$")
-    if not addr then addr = v:match("^%s*(.-)%s*$") end
-    if name then
-      name = name:match('^"(.*)"$') or name
-      if name == "" then name = nil end
-    end
-  else
+  if type(v) == "string" then
+    local name, wire = parse_string_address(key, v)
+    return { name = name, address = wire }
+  end
+  if type(v) ~= "table" then
     fail(key, 'an address ("Name <user@example.com>", "user@example.com" or { name =, address = })', v)
   end
+  local name, orcpt = v.name, nil
+  if name ~= nil and type(name) ~= "string" then fail(key .. ".name", "a string", name) end
   if name and name:find("[%z\r\n]") then fail(key, "a display name without CR, LF or NUL", name) end
-  return { name = name, address = wire_address(key, addr), notify = notify, orcpt = orcpt }
+  local notify = parse_notify(key .. ".notify", v.notify)
+  if v.orcpt ~= nil then
+    if not address.valid(v.orcpt) then fail(key .. ".orcpt", "a valid e-mail address", v.orcpt) end
+    orcpt = v.orcpt
+  end
+  return { name = name, address = wire_address(key, v.address), notify = notify, orcpt = orcpt }
 end
 
 local function parse_list(key, v)
