@@ -166,6 +166,24 @@ function Session:step()
   return "busy"
 end
 
+-- Write what is queued without waiting for the replies.
+function Session:flush()
+  local eng, conn = self.engine, self.conn
+  if conn.pump and not self.trace then
+    while true do
+      local a, kind, index, code, enhanced, text = conn:pump(eng, self.timeout, true)
+      if a == "event" then
+        self:on_event(kind, index, code, enhanced, text)
+      elseif a == nil then
+        self:io_failed(index, kind, code)
+      elseif a ~= "layer" then
+        return
+      end
+    end
+  end
+  while eng:action() == "write" do self:step() end
+end
+
 -- Drive the engine until it is the caller's turn.
 function Session:run()
   while true do
@@ -377,15 +395,12 @@ function Session:stream(header, body, chunked, binary, early)
 end
 
 -- Render a message checked by message.prepare for what the server offers,
--- check it, and send its envelope (MAIL, RCPT, and DATA unless chunked).
--- Returns what stream() needs, or nil and the error.
-local function envelope(self, m)
-  local eng = self.engine
-  self.in_body = false
+-- and check it against that: what envelope() needs, or nil and the error.
+local function compose(self, m)
   -- The extensions are fixed once the session is open (its last EHLO).
   local caps = self.caps
   if not caps then
-    caps = eng:caps()
+    caps = self.engine:caps()
     -- chunking = false: no BDAT, so no BINARYMIME either.
     if not self.chunking then caps.chunking, caps.binarymime = false, false end
     self.caps = caps
@@ -394,25 +409,34 @@ local function envelope(self, m)
   local err
   params, err = preflight(self, m, caps, params, size)
   if not params then return nil, err end
-  local chunked = binary or (caps.chunking and self.chunking)
-  local txn = { rcpt = {}, accepted = {}, rejected = {}, messages = {}, chunked = chunked,
-    size = size, size_limit = caps.size }
+  return { header = header, body = body, params = params, size = size, binary = binary,
+    chunked = binary or (caps.chunking and self.chunking) }
+end
+
+-- Send the envelope of a composed message: MAIL, RCPT, and DATA unless
+-- chunked.  Returns c with the transaction, or nil and the error.
+local function envelope(self, m, c)
+  local caps = self.caps
+  self.in_body = false
+  local txn = { rcpt = {}, accepted = {}, rejected = {}, messages = {}, chunked = c.chunked,
+    size = c.size, size_limit = caps.size }
   self.txn = txn
-  local r
-  r, err = self:command("mail", m.sender, params)
+  local r, err = self:command("mail", m.sender, c.params)
   for i, rcpt in ipairs(m.recipients) do
     if r ~= "ok" then break end
     r, err = self:command("rcpt", rcpt, caps.dsn and m.rcpt_params[i] or "")
   end
-  if r == "ok" and not chunked then r, err = self:command("data") end
+  if r == "ok" and not c.chunked then r, err = self:command("data") end
   if not r then return nil, err end
-  return { txn = txn, header = header, body = body, chunked = chunked and r == "ok", binary = binary }
+  c.txn, c.chunked = txn, c.chunked and r == "ok"
+  return c
 end
 
 -- Send a message checked by message.prepare.
 function Session:deliver(m)
   if self.engine:action() ~= "ready" then return nil, self:error() end
-  local t, err = envelope(self, m)
+  local t, err = compose(self, m)
+  if t then t, err = envelope(self, m, t) end
   if not t then return nil, err end
   local a, bytes
   a, err, bytes = self:stream(t.header, t.body, t.chunked, t.binary)
@@ -444,16 +468,24 @@ function Session:deliver_many(list)
     results[prev.i], errs[prev.i] = r or err, err
     prev, self.ending = nil, nil
   end
+  -- The next message, rendered while the server reads the one before.
+  local next_c, next_err
   for i, m in ipairs(list) do
-    local t, a, err, bytes
+    local c, t, a, err, bytes
+    c, err, next_c, next_err = next_c, next_err, nil, nil
     if not prev and self.engine:action() ~= "ready" then
       err = self:error()
     else
       -- the previous verdict comes before this envelope's replies
       self.ending = prev and prev.txn
-      t, err = envelope(self, m)
+      if not (c or err) then c, err = compose(self, m) end
+      if c then t, err = envelope(self, m, c) end
     end
-    if t then a, err, bytes = self:stream(t.header, t.body, t.chunked, t.binary, true) end
+    if t then
+      self:flush()
+      if list[i + 1] then next_c, next_err = compose(self, list[i + 1]) end
+      a, err, bytes = self:stream(t.header, t.body, t.chunked, t.binary, true)
+    end
     -- The previous verdict came before this message's replies; it is
     -- still awaited only when nothing of this message was sent (refused
     -- before MAIL), unless the session died.
