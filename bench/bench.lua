@@ -125,6 +125,8 @@ do
   end)
 end
 simple("plain", "plain.pipe", q(PIPE) .. " " .. HOST .. " " .. PORT .. " " .. SECS, { "rate", "n", "cpu" })
+simple("plain", "plain.lockstep", q(PIPE) .. " " .. HOST .. " " .. PORT .. " " .. SECS .. " 1024 lockstep",
+  { "rate", "n", "cpu" })
 
 -- 2. implicit TLS: connect, handshake, one message
 simple("tls", "tlsc.ours", lua("ours.lua", "tls-connect", HOST, TLS_PORT, SECS, CA), { "rate", "n", "cpu" })
@@ -303,8 +305,15 @@ row { figure = PLAIN, same = true, ours = { "plain.ours", "rate" }, peer_name = 
 row { figure = PLAIN, same = true, ours = { "plain.ours", "rate" },
   peer_name = "pipelining C client (bench/pipe_client)", peer = { "plain.pipe", "rate" },
   target = { ratio = 0.7, text = "≥ 0.7×" } }
+row { figure = PLAIN, same = true, ours = { "plain.ours", "rate" },
+  peer_name = "the same C client, a message per round trip pair (pipe_client lockstep)",
+  peer = { "plain.lockstep", "rate" } }
 local MANY = "1 KiB msgs/s, Session:send_many (100 a batch)"
-row { figure = MANY, ours = { "plain.ours_many", "rate" }, peer_name = "smtp-source -s 1 (lockstep)",
+row { figure = MANY, ours = { "plain.ours_many", "rate" }, peer_name = "LuaSocket smtp, TCP_NODELAY",
+  peer = { "plain.luasocket", "rate" }, target = { ratio = 3, text = "≥ 3×" } }
+row { figure = MANY, same = true, ours = { "plain.ours_many", "rate" }, peer_name = "Python smtplib, one connection",
+  peer = { "plain.smtplib", "rate" }, target = { ratio = 3, text = "≥ 3×" } }
+row { figure = MANY, same = true, ours = { "plain.ours_many", "rate" }, peer_name = "smtp-source -s 1 (lockstep)",
   peer = { "plain.smtp_source", "rate" }, target = { ratio = 2.5, text = "≥ 2.5×" } }
 row { figure = MANY, same = true, ours = { "plain.ours_many", "rate" },
   peer_name = "pipelining C client (bench/pipe_client)", peer = { "plain.pipe", "rate" },

@@ -6,7 +6,13 @@
  * write and one round trip per message; no parsing beyond the reply codes,
  * no dot-stuffing (the body needs none).  Not a usable client.
  *
- *   pipe_client HOST PORT SECONDS [BODY_BYTES]
+ * With "lockstep" it waits for each message's final reply before sending
+ * the next envelope: two round trips per message (MAIL, RCPT and DATA
+ * pipelined, then the content), the least that a client sending one
+ * message per call over DATA can do, and so the limit of `session:send`
+ * in a loop against a server without CHUNKING.
+ *
+ *   pipe_client HOST PORT SECONDS [BODY_BYTES [lockstep]]
  *
  * Sends messages for SECONDS and prints "<messages/s> <messages> <CPU
  * microseconds per message>".
@@ -105,12 +111,13 @@ int main(int argc, char **argv)
   double seconds, t0, t, c0;
   size_t body_len, msg_len, n = 0, i;
   char *msg;
-  int one = 1;
+  int one = 1, lockstep;
 
   if (argc < 4)
     die("usage: pipe_client HOST PORT SECONDS [BODY_BYTES]");
   seconds = atof(argv[3]);
   body_len = argc > 4 ? (size_t)atol(argv[4]) : 1024;
+  lockstep = argc > 5 && strcmp(argv[5], "lockstep") == 0;
   /* head, body lines of 64 octets with CRLF, ".", then the next envelope */
   msg = malloc(sizeof head + body_len + 64 + sizeof envelope);
   if (msg == NULL)
@@ -151,11 +158,13 @@ int main(int argc, char **argv)
     t = now();
     last = t - t0 >= seconds;
     /* the message, its dot, and (unless it is the last) the next envelope */
-    put(msg, msg_len + (last ? 0 : sizeof envelope - 1));
+    put(msg, msg_len + (last || lockstep ? 0 : sizeof envelope - 1));
     expect(250);
     n++;
     if (last)
       break;
+    if (lockstep)
+      put(envelope, sizeof envelope - 1);
     expect(250);
     expect(250);
     expect(354);
