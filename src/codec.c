@@ -670,6 +670,14 @@ const char *smtp_codec_strerror(int code)
   }
 }
 
+/* Eight bytes, the first in the low bits whatever the byte order. */
+static uint64_t load_le64(const unsigned char *p)
+{
+  return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
+         (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 |
+         (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56;
+}
+
 void smtp_codec_text_scan(const unsigned char *p, size_t len, smtp_codec_text_info *r)
 {
   size_t i = 0, line = 0;
@@ -679,16 +687,26 @@ void smtp_codec_text_scan(const unsigned char *p, size_t len, smtp_codec_text_in
   memset(r, 0, sizeof *r);
   r->utf8 = valid == len;
   while (i < len) {
-    /* ordinary bytes eight at a time: none from 0x80 up, none below 0x10 */
+    /* ordinary bytes eight at a time, up to the first byte below 0x10 or
+     * from 0x80 up: the lowest flag is exact (a borrow flags only bytes
+     * above a real one) */
     while (len - i >= 8) {
-      uint64_t v, t;
-      memcpy(&v, p + i, 8);
-      /* flags any byte < 0x10 or >= 0x80 (false alarms fall to the loop below) */
-      t = (v - UINT64_C(0x1010101010101010)) | v;
-      if (t & UINT64_C(0x8080808080808080))
-        break;
-      i += 8;
-      line += 8;
+      uint64_t v = load_le64(p + i);
+      uint64_t t = ((v - UINT64_C(0x1010101010101010)) | v) & UINT64_C(0x8080808080808080);
+      unsigned k = 0;
+      if (t == 0) {
+        i += 8;
+        line += 8;
+        continue;
+      }
+#if defined(__GNUC__)
+      k = (unsigned)__builtin_ctzll(t) >> 3;
+#else
+      while (!(t & 0x80u)) { t >>= 8; k++; }
+#endif
+      i += k;
+      line += k;
+      break;
     }
     if (i == len)
       break;

@@ -6,7 +6,8 @@
  * at a time, in chunks of fixed and random sizes -- and each result must
  * equal the whole-input result, which must equal an independent, simple
  * reference written here.  The outputs are decoded back (simple decoders
- * here too) and checked for their shape: line lengths, allowed bytes.
+ * here too) and checked for their shape: line lengths, allowed bytes.  The
+ * text scan is checked against a byte-at-a-time reference.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -946,6 +947,99 @@ static void iconv_long(void)
   h_end();
 }
 
+/* ---- the text scan ------------------------------------------------------ */
+
+/* Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+ * above U+10FFFF), decoded the slow way. */
+static int ref_utf8(const unsigned char *p, size_t n)
+{
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = p[i], len, k;
+    uint32_t cp, min;
+    if (c < 0x80) { i++; continue; }
+    if (c >= 0xc0 && c < 0xe0) { len = 2; cp = c & 0x1f; min = 0x80; }
+    else if (c >= 0xe0 && c < 0xf0) { len = 3; cp = c & 0x0f; min = 0x800; }
+    else if (c >= 0xf0 && c < 0xf8) { len = 4; cp = c & 0x07; min = 0x10000; }
+    else return 0;
+    if (n - i < len) return 0;
+    for (k = 1; k < len; k++) {
+      if ((p[i + k] & 0xc0) != 0x80) return 0;
+      cp = cp << 6 | (p[i + k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    i += len;
+  }
+  return 1;
+}
+
+/* A byte at a time: CRLF, lone CR and lone LF each end a line. */
+static void ref_scan(const unsigned char *p, size_t n, smtp_codec_text_info *r)
+{
+  size_t i, line = 0;
+  memset(r, 0, sizeof *r);
+  for (i = 0; i < n; i++) {
+    if (p[i] == '\r' || p[i] == '\n') {
+      if (line > r->longest) r->longest = line;
+      line = 0;
+      if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n') {
+        i++;
+        r->crlf_len += 2;
+      } else {
+        r->crlf_len += 2;
+      }
+      continue;
+    }
+    r->high += p[i] >= 0x80;
+    r->nul += p[i] == 0;
+    r->crlf_len++;
+    line++;
+  }
+  if (line > r->longest) r->longest = line;
+  r->utf8 = ref_utf8(p, n);
+}
+
+static int scan_matches(const unsigned char *p, size_t n)
+{
+  smtp_codec_text_info got, want;
+  ref_scan(p, n, &want);
+  smtp_codec_text_scan(p, n, &got);
+  return got.high == want.high && got.nul == want.nul && got.longest == want.longest &&
+         got.crlf_len == want.crlf_len && got.utf8 == want.utf8;
+}
+
+/* Every length up to 200 at every alignment, and random texts with long
+ * lines, NULs, bytes just below and above the word test's limits (0x0f,
+ * 0x10, 0x7f, 0x80), against the byte-at-a-time reference. */
+static void text_scan(void)
+{
+  static const unsigned char edge[] = { 0x00, 0x0f, 0x10, '\r', '\n', 0x7f, 0x80, 0xc3, 0xa9, 'a', 'b' };
+  size_t n, off, bad = 0, runs = 0;
+  h_begin("text scan", "against a byte-at-a-time reference");
+  for (n = 0; n <= 200; n++)
+    for (off = 0; off < 8; off++) {
+      size_t i;
+      fill_text(in_buf + off, n);
+      for (i = 0; i < n; i += 1 + rnd() % 40u) in_buf[off + i] = edge[rnd() % sizeof edge];
+      bad += !scan_matches(in_buf + off, n);
+      runs++;
+    }
+  for (n = 0; n < 300; n++) {
+    size_t len = rnd() % 20000u, i;
+    fill_text(in_buf, len);
+    /* long lines: most line breaks taken out */
+    if (n % 3 == 0)
+      for (i = 0; i < len; i++)
+        if ((in_buf[i] == '\r' || in_buf[i] == '\n') && rnd() % 8u) in_buf[i] = 'x';
+    if (n % 5 == 0) fill_random(in_buf, len);
+    bad += !scan_matches(in_buf, len);
+    runs++;
+  }
+  CHECK(runs > 1900);
+  CHECK_INT(bad, 0);
+  h_end();
+}
+
 int main(void)
 {
   /* Keep glibc's ISO-2022-JP module, and the CJK libraries it needs,
@@ -970,6 +1064,7 @@ int main(void)
   iconv_refusals();
   iconv_open_close();
   iconv_long();
+  text_scan();
   if (held)
     smtp_codec_iconv_close(&hold);
   return h_summary();
