@@ -1528,6 +1528,21 @@ static void t_resume(session *s)
   CHECK(!smtp_tls_resumed(s->w.tls));
   finish(s);
 
+  /* ... and a ticket, under the newest version, that the server cannot
+   * read: a full handshake again, not taken for a resumption */
+  so = SRV_GOOD;
+  so.resume = RESUME_TICKETS;
+  implicit_ehlo(s, &o, &so);
+  server_say(s, "250 mx.example.net\r\n");
+  expect_log(s, "greeting 220;ehlo 250;");
+  quit(s);
+  CHECK(s->ctx.has_saved);
+  implicit_again(s, &SRV_GOOD);
+  CHECK(s->w.tls->offered);
+  CHECK(!smtp_tls_resumed(s->w.tls));
+  CHECK_INT(s->w.tls->flags, 0);
+  finish(s);
+
   /* STARTTLS resumes too */
   so.resume = RESUME_TICKETS;
   so.max = 0;
