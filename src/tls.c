@@ -89,69 +89,69 @@ static int is_pem(const char *s) {
   return strstr(s, "-----BEGIN") != NULL;
 }
 
-static int load_cas(smtp_tls_ctx *t, const smtp_tls_options *o) {
+static int load_cas(smtp_tls_ctx *c, const smtp_tls_options *o) {
   size_t i;
-  if (o->cafile && mbedtls_x509_crt_parse_file(&t->ca, o->cafile) < 0) {
-    snprintf(t->error, sizeof t->error, "cannot load tls.cafile %s", o->cafile);
+  if (o->cafile && mbedtls_x509_crt_parse_file(&c->ca, o->cafile) < 0) {
+    snprintf(c->error, sizeof c->error, "cannot load tls.cafile %s", o->cafile);
     return -1;
   }
-  if (o->capath && mbedtls_x509_crt_parse_path(&t->ca, o->capath) < 0) {
-    snprintf(t->error, sizeof t->error, "cannot load tls.capath %s", o->capath);
+  if (o->capath && mbedtls_x509_crt_parse_path(&c->ca, o->capath) < 0) {
+    snprintf(c->error, sizeof c->error, "cannot load tls.capath %s", o->capath);
     return -1;
   }
   if (o->cafile || o->capath) return 0;
   /* A bundle may hold a certificate mbedTLS cannot parse (a positive
    * return counts them): the others still serve. */
-  for (i = 0; ca_files[i] && t->ca.version == 0; i++)
-    (void)mbedtls_x509_crt_parse_file(&t->ca, ca_files[i]);
-  for (i = 0; ca_dirs[i] && t->ca.version == 0; i++)
-    (void)mbedtls_x509_crt_parse_path(&t->ca, ca_dirs[i]);
-  if (t->ca.version == 0 && o->verify) {
-    snprintf(t->error, sizeof t->error,
+  for (i = 0; ca_files[i] && c->ca.version == 0; i++)
+    (void)mbedtls_x509_crt_parse_file(&c->ca, ca_files[i]);
+  for (i = 0; ca_dirs[i] && c->ca.version == 0; i++)
+    (void)mbedtls_x509_crt_parse_path(&c->ca, ca_dirs[i]);
+  if (c->ca.version == 0 && o->verify) {
+    snprintf(c->error, sizeof c->error,
              "no trusted CA certificates found on this system; set tls.cafile");
     return -1;
   }
   return 0;
 }
 
-static int load_client_cert(smtp_tls_ctx *t, const smtp_tls_options *o) {
+static int load_client_cert(smtp_tls_ctx *c, const smtp_tls_options *o) {
   int ret;
   if (!o->certificate && !o->key) return 0;
   if (!o->certificate || !o->key) {
-    snprintf(t->error, sizeof t->error, "tls.certificate and tls.key go together");
+    snprintf(c->error, sizeof c->error, "tls.certificate and tls.key go together");
     return -1;
   }
   ret = is_pem(o->certificate)
-    ? mbedtls_x509_crt_parse(&t->cert, (const unsigned char *)o->certificate, strlen(o->certificate) + 1)
-    : mbedtls_x509_crt_parse_file(&t->cert, o->certificate);
+    ? mbedtls_x509_crt_parse(&c->cert, (const unsigned char *)o->certificate, strlen(o->certificate) + 1)
+    : mbedtls_x509_crt_parse_file(&c->cert, o->certificate);
   if (ret != 0) {
-    set_ctx_error(t, "cannot load tls.certificate", ret < 0 ? ret : 0);
+    set_ctx_error(c, "cannot load tls.certificate", ret < 0 ? ret : 0);
     return -1;
   }
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
   ret = is_pem(o->key)
-    ? mbedtls_pk_parse_key(&t->key, (const unsigned char *)o->key, strlen(o->key) + 1, NULL, 0,
-                           mbedtls_ctr_drbg_random, &t->drbg)
-    : mbedtls_pk_parse_keyfile(&t->key, o->key, NULL, mbedtls_ctr_drbg_random, &t->drbg);
+    ? mbedtls_pk_parse_key(&c->key, (const unsigned char *)o->key, strlen(o->key) + 1, NULL, 0,
+                           mbedtls_ctr_drbg_random, &c->drbg)
+    : mbedtls_pk_parse_keyfile(&c->key, o->key, NULL, mbedtls_ctr_drbg_random, &c->drbg);
 #else
   ret = is_pem(o->key)
-    ? mbedtls_pk_parse_key(&t->key, (const unsigned char *)o->key, strlen(o->key) + 1, NULL, 0)
-    : mbedtls_pk_parse_keyfile(&t->key, o->key, NULL);
+    ? mbedtls_pk_parse_key(&c->key, (const unsigned char *)o->key, strlen(o->key) + 1, NULL, 0)
+    : mbedtls_pk_parse_keyfile(&c->key, o->key, NULL);
 #endif
   if (ret != 0) {
-    set_ctx_error(t, "cannot load tls.key", ret);
+    set_ctx_error(c, "cannot load tls.key", ret);
     return -1;
   }
   /* mbedtls_ssl_conf_own_cert takes any key: a wrong one would only show
    * as a handshake the server breaks off. */
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
-  ret = mbedtls_pk_check_pair(&t->cert.pk, &t->key, mbedtls_ctr_drbg_random, &t->drbg);
+  ret = mbedtls_pk_check_pair(&c->cert.pk, &c->key, mbedtls_ctr_drbg_random, &c->drbg);
 #else
-  ret = mbedtls_pk_check_pair(&t->cert.pk, &t->key);
+  ret = mbedtls_pk_check_pair(&c->cert.pk, &c->key);
 #endif
-  if (ret == 0) ret = mbedtls_ssl_conf_own_cert(&t->conf, &t->cert, &t->key);
+  if (ret == 0) ret = mbedtls_ssl_conf_own_cert(&c->conf, &c->cert, &c->key);
   if (ret != 0) {
-    set_ctx_error(t, "tls.certificate and tls.key do not match", ret);
+    set_ctx_error(c, "tls.certificate and tls.key do not match", ret);
     return -1;
   }
   return 0;
@@ -161,7 +161,7 @@ static const char *const version_names[] = { "?", "TLS 1.0", "TLS 1.1", "TLS 1.2
 
 /* Limit the handshake to [min, max]; max 0 means the newest this build
  * has.  Each mbedTLS line has its own API and its own set of versions. */
-static int set_versions(smtp_tls_ctx *t, int min, int max) {
+static int set_versions(smtp_tls_ctx *c, int min, int max) {
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
   static const int have[] = { 0, 0, 0,
 #if defined(MBEDTLS_SSL_PROTO_TLS1_2)
@@ -199,18 +199,18 @@ static int set_versions(smtp_tls_ctx *t, int min, int max) {
     for (max = SMTP_TLS_1_3; max > min && !have[max]; max--) continue;
   for (v = min; v <= max; v++) {
     if (v < SMTP_TLS_1_0 || v > SMTP_TLS_1_3 || !have[v]) {
-      snprintf(t->error, sizeof t->error, "%s is not available in the linked mbedTLS %s",
+      snprintf(c->error, sizeof c->error, "%s is not available in the linked mbedTLS %s",
                v >= SMTP_TLS_1_0 && v <= SMTP_TLS_1_3 ? version_names[v] : "this version",
                MBEDTLS_VERSION_STRING);
       return -1;
     }
   }
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
-  mbedtls_ssl_conf_min_tls_version(&t->conf, (mbedtls_ssl_protocol_version)(0x0300 + min));
-  mbedtls_ssl_conf_max_tls_version(&t->conf, (mbedtls_ssl_protocol_version)(0x0300 + max));
+  mbedtls_ssl_conf_min_tls_version(&c->conf, (mbedtls_ssl_protocol_version)(0x0300 + min));
+  mbedtls_ssl_conf_max_tls_version(&c->conf, (mbedtls_ssl_protocol_version)(0x0300 + max));
 #else
-  mbedtls_ssl_conf_min_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3, min);
-  mbedtls_ssl_conf_max_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3, max);
+  mbedtls_ssl_conf_min_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3, min);
+  mbedtls_ssl_conf_max_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3, max);
 #endif
   return 0;
 }
