@@ -418,10 +418,12 @@ if selected("tlsc.ours") or selected("bulk.ours") then
   info[#info + 1] = "- TLS negotiated, Python: " .. tls_info(python("tls-info", HOST, TLS_PORT, CA))
 end
 info[#info + 1] = string.format("- Sizes: the session userdata (smtp_wire) %s bytes, of which engine %s; "
-  .. "allocated only when used: TLS filter %s, proxy %s, SASL with its response %s; "
+  .. "allocated only when used: TLS filter %s (and once per connection its shared TLS context %s), proxy %s, "
+  .. "SASL with its response %s; "
   .. "mbedTLS %s record buffers: MBEDTLS_SSL_IN_CONTENT_LEN %s, MBEDTLS_SSL_OUT_CONTENT_LEN %s "
   .. "(allocated %s + %s bytes at the handshake), max_fragment_length %s",
-  sizes.wire or "?", sizes.engine or "?", sizes.tls or "?", sizes.proxy or "?", sizes.wire_sasl or "?",
+  sizes.wire or "?", sizes.engine or "?", sizes.tls or "?", sizes.tls_context or "?", sizes.proxy or "?",
+  sizes.wire_sasl or "?",
   sizes.mbedtls or "?",
   sizes.in_content_len or "?", sizes.out_content_len or "?", sizes.in_buffer_len or "?",
   sizes.out_buffer_len or "?", sizes.max_fragment_length == "1" and "compiled in" or "not compiled in")

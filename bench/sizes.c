@@ -1,7 +1,8 @@
 /*
  * sizes.c -- the memory a session holds by construction: the size of the
  * userdata (smtp_wire, with the engine inside it; TLS, proxy and SASL state
- * it allocates only when a session uses them) and
+ * it allocates only when a session uses them), the TLS context a
+ * connection's sessions share (its CAs and saved session on the heap), and
  * mbedTLS's record buffers, which it allocates at the handshake.  Prints
  * "key value" lines for bench/bench.lua.
  */
@@ -28,6 +29,7 @@ int main(void)
   printf("wire %zu\n", sizeof(smtp_wire));
   printf("engine %zu\n", sizeof(smtp_engine));
   printf("tls %zu\n", sizeof(smtp_tls));
+  printf("tls_context %zu\n", sizeof(smtp_tls_ctx));
   printf("sasl %zu\n", sizeof(smtp_sasl));
   printf("proxy %zu\n", sizeof(smtp_proxy));
   printf("wire_sasl %zu\n", sizeof(struct smtp_wire_sasl));

@@ -18,7 +18,9 @@
  *               "220", EHLO with STARTTLS and "220" in plaintext first)
  *   M & 0x20    verification off
  *   M & 0x40    the client presents a certificate
- * When the stream ends the client sees end of stream.
+ * When the stream ends the client sees end of stream.  The TLS contexts (one
+ * per combination of the last two bits) are made once, as a connection's
+ * are; each run starts without a saved session, so runs stay independent.
  *
  * Besides not crashing, leaking or hanging: CLOSED is final and never
  * comes with RECVREC; a session that failed in or before the handshake
@@ -58,6 +60,7 @@ static mbedtls_entropy_context entropy;
 static mbedtls_ctr_drbg_context drbg;
 static mbedtls_x509_crt srv_crt;
 static mbedtls_pk_context srv_key;
+static smtp_tls_ctx contexts[4];   /* by (M >> 5) & 3, for the process's life */
 
 typedef struct {
   unsigned char b[QCAP];
@@ -270,7 +273,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   static const size_t chunks[] = { SIZE_MAX, 1, 2, 3, 5, 7, 16, 100 };
   fz *f = &F;
-  smtp_tls_options o;
+  smtp_tls_ctx *ctx;
   unsigned mode, st, steps;
   int closed = 0, starttls, quit_sent = 0, handshaken;
   const smtp_error *err;
@@ -285,16 +288,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   f->chunk = chunks[(mode >> 1) & 7];
   starttls = (mode & 0x10) != 0;
 
-  memset(&o, 0, sizeof o);
-  o.min_version = SMTP_TLS_1_2;
-  o.verify = !(mode & 0x20);
-  o.cafile = ca_path;
-  o.servername = "localhost";
-  if (mode & 0x40) {
-    o.certificate = CERT_CLIENT;
-    o.key = KEY_CLIENT;
+  ctx = &contexts[(mode >> 5) & 3];
+  if (!ctx->ready) {
+    smtp_tls_options o;
+
+    memset(&o, 0, sizeof o);
+    o.min_version = SMTP_TLS_1_2;
+    o.verify = !(mode & 0x20);
+    o.cafile = ca_path;
+    o.servername = "localhost";
+    if (mode & 0x40) {
+      o.certificate = CERT_CLIENT;
+      o.key = KEY_CLIENT;
+    }
+    REQUIRE(smtp_tls_ctx_init(ctx, &o) == SMTP_TLS_DONE);
   }
-  REQUIRE(smtp_wire_init(&f->w, "fuzz.example", starttls ? SMTP_OPT_STARTTLS : 0, NULL, &o,
+  smtp_tls_ctx_forget(ctx);
+  REQUIRE(smtp_wire_init(&f->w, "fuzz.example", starttls ? SMTP_OPT_STARTTLS : 0, NULL, ctx,
                          !starttls) == SMTP_OK);
   if (f->live && !starttls)
     srv_start(f);

@@ -342,6 +342,110 @@ describe("TLS", function()
     end)
   end)
 
+  describe("session resumption", function()
+    local function same_certificate(a, b)
+      assert.are.equal(a.subject, b.subject)
+      assert.are.equal(a.issuer, b.issuer)
+      assert.are.equal(a.valid_to, b.valid_to)
+      assert.are.same(a.names, b.names)
+    end
+
+    it("resumes a connection's later sessions, reporting the certificate as checked before", function()
+      for _, conn in ipairs({ implicit(ports.implicit), connect(ports.starttls) }) do
+        local first = assert(conn:test())
+        assert.is_false(first.tls.resumed)
+        local s = assert(conn:open())
+        local tls = s.report.tls
+        assert.is_true(tls.resumed)
+        assert.is_true(tls.verified)
+        assert.are.same({}, tls.problems)
+        same_certificate(first.tls.certificate, tls.certificate)
+        local resumed_stage
+        for _, st in ipairs(s.report.stages) do
+          if st.name == "tls" then resumed_stage = st.detail end
+        end
+        assert.truthy(resumed_stage:find("resumed", 1, true), resumed_stage)
+        local subject = tag("resumed")
+        assert(s:send(message(subject)))
+        s:close()
+        local hdr = received(server.postfix_wait(subject))
+        assert.truthy(hdr:find("(using " .. tls.version .. " with cipher ", 1, true), hdr)
+        subject = tag("resumed-send")
+        assert(conn:send(message(subject)))
+        server.postfix_wait(subject)
+        assert.is_true(assert(conn:test()).tls.resumed)
+      end
+    end)
+
+    it("never resumes another connection's session, as the server sees it", function()
+      with_server(cert("server", { implicit = true }), function(srv)
+        local one, other = implicit(srv.port), implicit(srv.port)
+        assert.is_false(assert(one:test()).tls.resumed)
+        assert.is_true(assert(one:test()).tls.resumed)
+        assert.is_false(assert(other:test()).tls.resumed)
+        assert.is_true(assert(other:test()).tls.resumed)
+        local seen = {}
+        for i, r in ipairs(srv:records_of("tls")) do seen[i] = r.resumed end
+        assert.are.same({ false, true, false, true }, seen)
+      end)
+    end)
+
+    it("resumes after STARTTLS too, and the server agrees", function()
+      with_server(cert("server", { starttls = "ok" }), function(srv)
+        local conn = connect(srv.port)
+        assert(conn:test())
+        assert(conn:send(message("x")))
+        local seen = {}
+        for i, r in ipairs(srv:records_of("tls")) do seen[i] = r.resumed end
+        assert.are.same({ false, true }, seen)
+        assert.is_true(srv:messages()[1].tls)
+      end)
+    end)
+
+    it("keeps reporting the problems of a certificate accepted unverified", function()
+      local conn = implicit(ports.selfsigned, { verify = false })
+      assert.is_false(assert(conn:test()).tls.resumed)
+      local tls = assert(conn:test()).tls
+      assert.is_true(tls.resumed)
+      assert.is_false(tls.verified)
+      assert.is_true(has(tls.problems, "not-trusted"))
+      assert.truthy(tls.certificate.subject:find("CN=", 1, true), tls.certificate.subject)
+    end)
+
+    it("never makes a refused server good: a wrong pin or a bad certificate fails every time", function()
+      local other = read_file(certs .. "/selfsigned.pin"):match("%x+")
+      local right = read_file(certs .. "/server.pin"):match("%x+")
+      local good = implicit(ports.implicit, { pin = right })
+      local pinned = implicit(ports.implicit, { pin = other })
+      local expired = implicit(ports.expired)
+      for round = 1, 3 do
+        local report, err, partial = pinned:test()
+        assert.is_nil(report)
+        assert.are.equal("tls", err.kind)
+        assert.truthy(err.message:find("tls.pin", 1, true), err.message)
+        assert.is_false(partial.tls.resumed)
+        report, err, partial = expired:test()
+        assert.is_nil(report)
+        assert.are.same({ "expired" }, err.problems)
+        assert.is_false(partial.tls.resumed)
+        -- meanwhile a connection with the right pin resumes its own session
+        assert.are.equal(round > 1, assert(good:test()).tls.resumed)
+      end
+    end)
+
+    it("reports a CA file it cannot load the same way every time", function()
+      local conn = implicit(ports.implicit, { cafile = "/nonexistent/ca.pem" })
+      for _ = 1, 2 do
+        local report, err = conn:test()
+        assert.is_nil(report)
+        assert.are.equal("tls", err.kind)
+        assert.are.equal("connect", err.stage)
+        assert.are.equal("cannot load tls.cafile /nonexistent/ca.pem", err.message)
+        assert.truthy(err.hint:find("tls.cafile", 1, true), err.hint)
+      end
+    end)
+  end)
+
   describe("a client certificate", function()
     it("is needed where the server requires one", function()
       local report, err = implicit(ports.clientcert):test()

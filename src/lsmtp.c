@@ -1,7 +1,8 @@
 /*
  * lsmtp.c -- the Lua binding: the only C file that knows Lua.
  *
- * smtp.core exposes two userdata types: a wire (the sans-IO SMTP engine
+ * smtp.core exposes three userdata types: a TLS context (what the TLS
+ * sessions of one connection share), a wire (the sans-IO SMTP engine
  * behind its TLS filter) and a tcp socket (the built-in transport).  The
  * Lua driver in lua/smtp/session.lua moves bytes between them.  Misuse
  * raises; network failures return nil, kind, message.
@@ -18,14 +19,22 @@
 #include "net.h"
 #include "wire.h"
 
+#define TLS_CONTEXT_MT "smtp.tls_context"
 #define WIRE_MT "smtp.wire"
 #define TCP_MT "smtp.tcp"
 #define ENCODER_MT "smtp.encoder"
 
 /* ---- wire and engine ---- */
 
+/* The wire borrows its TLS context: the reference keeps the context alive
+ * (and so not finalized) until the wire is freed. */
+typedef struct {
+  smtp_wire w;
+  int context;   /* a reference in the registry, or LUA_NOREF */
+} lua_wire;
+
 static smtp_wire *check_wire(lua_State *L) {
-  return (smtp_wire *)luaL_checkudata(L, 1, WIRE_MT);
+  return &((lua_wire *)luaL_checkudata(L, 1, WIRE_MT))->w;
 }
 
 static smtp_engine *check_engine(lua_State *L) {
@@ -70,72 +79,106 @@ static int opt_int(lua_State *L, int t, const char *key) {
 
 static const char *const proxy_types[] = { "none", "socks4", "socks4a", "socks5", "http", NULL };
 
-/* wire(helo, pipelining, tls, proxy, lmtp) -> wire | nil, kind, message
- * tls: nil, or { mode, min, max, verify, cafile, capath, certificate, key,
- * servername, pin (32 raw bytes) } as lua/smtp/options.lua made it.
- * proxy: nil, or { type, host, port, username, password, domain }. */
+/* tls_context(tls) -> context | nil, kind, message
+ * tls: { min, max, verify, cafile, capath, certificate, key, servername,
+ * pin (32 raw bytes) } as lua/smtp/options.lua made it.  What every TLS
+ * session of one connection shares (see src/tls.h); the strings are copied
+ * or parsed, so the table may change afterwards. */
+static int tls_context_new(lua_State *L) {
+  smtp_tls_options o;
+  unsigned char ip[16];
+  size_t pin_len = 0;
+  smtp_tls_ctx *c;
+  memset(&o, 0, sizeof o);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  o.min_version = opt_int(L, 1, "min");
+  o.max_version = opt_int(L, 1, "max");
+  lua_getfield(L, 1, "verify");
+  o.verify = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  o.cafile = opt_string(L, 1, "cafile");
+  o.capath = opt_string(L, 1, "capath");
+  o.certificate = opt_string(L, 1, "certificate");
+  o.key = opt_string(L, 1, "key");
+  o.servername = opt_string(L, 1, "servername");
+  luaL_argcheck(L, o.servername != NULL, 1, "servername is required");
+  o.ip_len = smtp_net_ip(o.servername, ip);
+  o.ip = o.ip_len ? ip : NULL;
+  lua_getfield(L, 1, "pin");
+  o.pin = (const unsigned char *)lua_tolstring(L, -1, &pin_len);
+  luaL_argcheck(L, o.pin == NULL || pin_len == 32, 1, "pin must be 32 bytes");
+  c = (smtp_tls_ctx *)compat_newuserdata(L, sizeof *c);
+  memset(c, 0, sizeof *c);   /* closed: __gc has nothing to free */
+  luaL_setmetatable(L, TLS_CONTEXT_MT);
+  if (smtp_tls_ctx_init(c, &o) != SMTP_TLS_DONE) {
+    lua_pushnil(L);
+    lua_pushstring(L, smtp_error_kind_name(SMTP_ERR_TLS));
+    lua_pushstring(L, smtp_tls_ctx_error(c));
+    smtp_tls_ctx_free(c);
+    return 3;
+  }
+  return 1;
+}
+
+static int tls_context_gc(lua_State *L) {
+  smtp_tls_ctx_free((smtp_tls_ctx *)luaL_checkudata(L, 1, TLS_CONTEXT_MT));
+  return 0;
+}
+
+/* wire(helo, pipelining, context, mode, proxy, lmtp) -> wire | nil, kind, message
+ * context: nil (no TLS), or a tls_context; mode: "implicit", "explicit" or
+ * "opportunistic".  proxy: nil, or { type, host, port, username, password,
+ * domain }. */
 static int wire_new(lua_State *L) {
+  static const char *const modes[] = { "implicit", "explicit", "opportunistic", NULL };
   const char *helo = check_arg(L, 1);
   unsigned opts = (lua_toboolean(L, 2) ? 0 : SMTP_OPT_NO_PIPELINING) |
-                  (lua_toboolean(L, 5) ? SMTP_OPT_LMTP : 0);
-  smtp_tls_options o;
+                  (lua_toboolean(L, 6) ? SMTP_OPT_LMTP : 0);
+  smtp_tls_ctx *ctx = NULL;
   smtp_wire_proxy px;
   smtp_error_kind kind;
-  unsigned char ip[16];
-  const char *mode = NULL;
-  size_t pin_len = 0;
-  smtp_wire *w;
+  int mode = 0;
+  lua_wire *lw;
   int r;
-  memset(&o, 0, sizeof o);
   memset(&px, 0, sizeof px);
-  if (!lua_isnoneornil(L, 4)) {
-    luaL_checktype(L, 4, LUA_TTABLE);
-    lua_getfield(L, 4, "type");
+  if (!lua_isnoneornil(L, 3)) {
+    ctx = (smtp_tls_ctx *)luaL_checkudata(L, 3, TLS_CONTEXT_MT);
+    luaL_argcheck(L, ctx->ready, 3, "a TLS context that failed its setup");
+    mode = luaL_checkoption(L, 4, NULL, modes);
+    if (mode == 1) opts |= SMTP_OPT_STARTTLS;
+    else if (mode == 2) opts |= SMTP_OPT_STARTTLS_TRY;
+  }
+  if (!lua_isnoneornil(L, 5)) {
+    luaL_checktype(L, 5, LUA_TTABLE);
+    lua_getfield(L, 5, "type");
     px.type = (smtp_proxy_type)luaL_checkoption(L, -1, NULL, proxy_types);
     lua_pop(L, 1);
-    px.host = opt_string(L, 4, "host");
-    px.port = (unsigned)opt_int(L, 4, "port");
-    px.username = opt_string(L, 4, "username");
-    px.password = opt_string(L, 4, "password");
-    px.domain = opt_string(L, 4, "domain");
-    luaL_argcheck(L, px.type != 0 && px.host, 4, "type and host are required");
+    px.host = opt_string(L, 5, "host");
+    px.port = (unsigned)opt_int(L, 5, "port");
+    px.username = opt_string(L, 5, "username");
+    px.password = opt_string(L, 5, "password");
+    px.domain = opt_string(L, 5, "domain");
+    luaL_argcheck(L, px.type != 0 && px.host, 5, "type and host are required");
   }
-  if (!lua_isnoneornil(L, 3)) {
-    luaL_checktype(L, 3, LUA_TTABLE);
-    mode = opt_string(L, 3, "mode");
-    o.min_version = opt_int(L, 3, "min");
-    o.max_version = opt_int(L, 3, "max");
-    lua_getfield(L, 3, "verify");
-    o.verify = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    o.cafile = opt_string(L, 3, "cafile");
-    o.capath = opt_string(L, 3, "capath");
-    o.certificate = opt_string(L, 3, "certificate");
-    o.key = opt_string(L, 3, "key");
-    o.servername = opt_string(L, 3, "servername");
-    luaL_argcheck(L, mode && o.servername, 3, "mode and servername are required");
-    o.ip_len = smtp_net_ip(o.servername, ip);
-    o.ip = o.ip_len ? ip : NULL;
-    lua_getfield(L, 3, "pin");
-    o.pin = (const unsigned char *)lua_tolstring(L, -1, &pin_len);
-    luaL_argcheck(L, o.pin == NULL || pin_len == 32, 3, "pin must be 32 bytes");
-    lua_pop(L, 1);
-    if (strcmp(mode, "explicit") == 0) opts |= SMTP_OPT_STARTTLS;
-    else if (strcmp(mode, "opportunistic") == 0) opts |= SMTP_OPT_STARTTLS_TRY;
-  }
-  w = (smtp_wire *)compat_newuserdata(L, sizeof *w);
-  memset(w, 0, sizeof *w);
+  lw = (lua_wire *)compat_newuserdata(L, sizeof *lw);
+  memset(&lw->w, 0, sizeof lw->w);
+  lw->context = LUA_NOREF;
   luaL_setmetatable(L, WIRE_MT);
-  r = smtp_wire_init(w, helo, opts, px.type ? &px : NULL, mode ? &o : NULL,
-                     mode && strcmp(mode, "implicit") == 0);
+  if (ctx) {
+    lua_pushvalue(L, 3);
+    lw->context = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  r = smtp_wire_init(&lw->w, helo, opts, px.type ? &px : NULL, ctx, mode == 0 && ctx);
   if (r == SMTP_EINVAL)
     return luaL_argerror(L, 1, "EHLO name must be 1-255 printable characters without spaces");
   if (r != SMTP_OK) {
-    const char *msg = smtp_wire_setup_error(w, &kind);
+    const char *msg = smtp_wire_setup_error(&lw->w, &kind);
     lua_pushnil(L);
     lua_pushstring(L, smtp_error_kind_name(kind));
     lua_pushstring(L, msg);
-    smtp_wire_free(w);
+    smtp_wire_free(&lw->w);
+    luaL_unref(L, LUA_REGISTRYINDEX, lw->context);
+    lw->context = LUA_NOREF;
     return 3;
   }
   return 1;
@@ -200,8 +243,12 @@ static int wire_layer(lua_State *L) {
   return 1;
 }
 
+/* Also the __gc: frees the wire, then lets go of its TLS context. */
 static int wire_free(lua_State *L) {
-  smtp_wire_free(check_wire(L));
+  lua_wire *lw = (lua_wire *)luaL_checkudata(L, 1, WIRE_MT);
+  smtp_wire_free(&lw->w);
+  luaL_unref(L, LUA_REGISTRYINDEX, lw->context);
+  lw->context = LUA_NOREF;
   return 0;
 }
 
@@ -434,7 +481,7 @@ static void push_sans(lua_State *L, const mbedtls_x509_crt *c) {
   }
 }
 
-/* nil before a TLS handshake; else { version, cipher, library, problems,
+/* nil before a TLS handshake; else { version, cipher, library, resumed, problems,
  * certificate = { subject, issuer, valid_from, valid_to, names } }, also
  * after the certificate was refused, to say which one it was. */
 static int wire_tls(lua_State *L) {
@@ -450,6 +497,8 @@ static int wire_tls(lua_State *L) {
   lua_setfield(L, -2, "cipher");
   lua_pushstring(L, smtp_tls_library());
   lua_setfield(L, -2, "library");
+  lua_pushboolean(L, smtp_tls_resumed(w->tls));
+  lua_setfield(L, -2, "resumed");
   n = smtp_tls_problems(w->tls, problems, sizeof problems / sizeof *problems);
   lua_newtable(L);
   for (i = 0; i < n; i++) {
@@ -808,7 +857,7 @@ static int core_clock(lua_State *L) {
 }
 
 static const luaL_Reg functions[] = {
-  { "wire", wire_new }, { "connect", tcp_connect }, { "clock", core_clock },
+  { "tls_context", tls_context_new }, { "wire", wire_new }, { "connect", tcp_connect }, { "clock", core_clock },
   { "resolve4", core_resolve4 }, { "scan", core_scan }, { "encoder", encoder_new }, { "transcode", core_transcode },
   { "sleep", core_sleep }, { "random_hex", core_random_hex },
   { NULL, NULL }
@@ -817,6 +866,10 @@ static const luaL_Reg functions[] = {
 SMTP_EXPORT int luaopen_smtp_core(lua_State *L);
 
 SMTP_EXPORT int luaopen_smtp_core(lua_State *L) {
+  luaL_newmetatable(L, TLS_CONTEXT_MT);
+  lua_pushcfunction(L, tls_context_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   new_class(L, WIRE_MT, engine_methods);
   luaL_getmetatable(L, WIRE_MT);
   lua_pushcfunction(L, wire_free);

@@ -37,15 +37,23 @@ static const char *const ca_dirs[] = {
   "/etc/ssl/certs", "/etc/pki/tls/certs", "/system/etc/security/cacerts", NULL
 };
 
-static void set_error(smtp_tls *t, const char *what, int ret) {
+static void describe(char *error, size_t cap, const char *what, int ret) {
   char detail[160] = "";
-  t->failed = 1;
   if (ret != 0) {
     mbedtls_strerror(ret, detail, sizeof detail);
-    snprintf(t->error, sizeof t->error, "%s: %s (-0x%04x)", what, detail, (unsigned)-ret);
+    snprintf(error, cap, "%s: %s (-0x%04x)", what, detail, (unsigned)-ret);
   } else {
-    snprintf(t->error, sizeof t->error, "%s", what);
+    snprintf(error, cap, "%s", what);
   }
+}
+
+static void set_error(smtp_tls *t, const char *what, int ret) {
+  t->failed = 1;
+  describe(t->error, sizeof t->error, what, ret);
+}
+
+static void set_ctx_error(smtp_tls_ctx *c, const char *what, int ret) {
+  describe(c->error, sizeof c->error, what, ret);
 }
 
 /* ---- the BIO callbacks over the two buffers ---- */
@@ -81,69 +89,69 @@ static int is_pem(const char *s) {
   return strstr(s, "-----BEGIN") != NULL;
 }
 
-static int load_cas(smtp_tls *t, const smtp_tls_options *o) {
+static int load_cas(smtp_tls_ctx *c, const smtp_tls_options *o) {
   size_t i;
-  if (o->cafile && mbedtls_x509_crt_parse_file(&t->ca, o->cafile) < 0) {
-    snprintf(t->error, sizeof t->error, "cannot load tls.cafile %s", o->cafile);
+  if (o->cafile && mbedtls_x509_crt_parse_file(&c->ca, o->cafile) < 0) {
+    snprintf(c->error, sizeof c->error, "cannot load tls.cafile %s", o->cafile);
     return -1;
   }
-  if (o->capath && mbedtls_x509_crt_parse_path(&t->ca, o->capath) < 0) {
-    snprintf(t->error, sizeof t->error, "cannot load tls.capath %s", o->capath);
+  if (o->capath && mbedtls_x509_crt_parse_path(&c->ca, o->capath) < 0) {
+    snprintf(c->error, sizeof c->error, "cannot load tls.capath %s", o->capath);
     return -1;
   }
   if (o->cafile || o->capath) return 0;
   /* A bundle may hold a certificate mbedTLS cannot parse (a positive
    * return counts them): the others still serve. */
-  for (i = 0; ca_files[i] && t->ca.version == 0; i++)
-    (void)mbedtls_x509_crt_parse_file(&t->ca, ca_files[i]);
-  for (i = 0; ca_dirs[i] && t->ca.version == 0; i++)
-    (void)mbedtls_x509_crt_parse_path(&t->ca, ca_dirs[i]);
-  if (t->ca.version == 0 && o->verify) {
-    snprintf(t->error, sizeof t->error,
+  for (i = 0; ca_files[i] && c->ca.version == 0; i++)
+    (void)mbedtls_x509_crt_parse_file(&c->ca, ca_files[i]);
+  for (i = 0; ca_dirs[i] && c->ca.version == 0; i++)
+    (void)mbedtls_x509_crt_parse_path(&c->ca, ca_dirs[i]);
+  if (c->ca.version == 0 && o->verify) {
+    snprintf(c->error, sizeof c->error,
              "no trusted CA certificates found on this system; set tls.cafile");
     return -1;
   }
   return 0;
 }
 
-static int load_client_cert(smtp_tls *t, const smtp_tls_options *o) {
+static int load_client_cert(smtp_tls_ctx *c, const smtp_tls_options *o) {
   int ret;
   if (!o->certificate && !o->key) return 0;
   if (!o->certificate || !o->key) {
-    snprintf(t->error, sizeof t->error, "tls.certificate and tls.key go together");
+    snprintf(c->error, sizeof c->error, "tls.certificate and tls.key go together");
     return -1;
   }
   ret = is_pem(o->certificate)
-    ? mbedtls_x509_crt_parse(&t->cert, (const unsigned char *)o->certificate, strlen(o->certificate) + 1)
-    : mbedtls_x509_crt_parse_file(&t->cert, o->certificate);
+    ? mbedtls_x509_crt_parse(&c->cert, (const unsigned char *)o->certificate, strlen(o->certificate) + 1)
+    : mbedtls_x509_crt_parse_file(&c->cert, o->certificate);
   if (ret != 0) {
-    set_error(t, "cannot load tls.certificate", ret < 0 ? ret : 0);
+    set_ctx_error(c, "cannot load tls.certificate", ret < 0 ? ret : 0);
     return -1;
   }
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
   ret = is_pem(o->key)
-    ? mbedtls_pk_parse_key(&t->key, (const unsigned char *)o->key, strlen(o->key) + 1, NULL, 0,
-                           mbedtls_ctr_drbg_random, &t->drbg)
-    : mbedtls_pk_parse_keyfile(&t->key, o->key, NULL, mbedtls_ctr_drbg_random, &t->drbg);
+    ? mbedtls_pk_parse_key(&c->key, (const unsigned char *)o->key, strlen(o->key) + 1, NULL, 0,
+                           mbedtls_ctr_drbg_random, &c->drbg)
+    : mbedtls_pk_parse_keyfile(&c->key, o->key, NULL, mbedtls_ctr_drbg_random, &c->drbg);
 #else
   ret = is_pem(o->key)
-    ? mbedtls_pk_parse_key(&t->key, (const unsigned char *)o->key, strlen(o->key) + 1, NULL, 0)
-    : mbedtls_pk_parse_keyfile(&t->key, o->key, NULL);
+    ? mbedtls_pk_parse_key(&c->key, (const unsigned char *)o->key, strlen(o->key) + 1, NULL, 0)
+    : mbedtls_pk_parse_keyfile(&c->key, o->key, NULL);
 #endif
   if (ret != 0) {
-    set_error(t, "cannot load tls.key", ret);
+    set_ctx_error(c, "cannot load tls.key", ret);
     return -1;
   }
   /* mbedtls_ssl_conf_own_cert takes any key: a wrong one would only show
    * as a handshake the server breaks off. */
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
-  ret = mbedtls_pk_check_pair(&t->cert.pk, &t->key, mbedtls_ctr_drbg_random, &t->drbg);
+  ret = mbedtls_pk_check_pair(&c->cert.pk, &c->key, mbedtls_ctr_drbg_random, &c->drbg);
 #else
-  ret = mbedtls_pk_check_pair(&t->cert.pk, &t->key);
+  ret = mbedtls_pk_check_pair(&c->cert.pk, &c->key);
 #endif
-  if (ret == 0) ret = mbedtls_ssl_conf_own_cert(&t->conf, &t->cert, &t->key);
+  if (ret == 0) ret = mbedtls_ssl_conf_own_cert(&c->conf, &c->cert, &c->key);
   if (ret != 0) {
-    set_error(t, "tls.certificate and tls.key do not match", ret);
+    set_ctx_error(c, "tls.certificate and tls.key do not match", ret);
     return -1;
   }
   return 0;
@@ -153,7 +161,7 @@ static const char *const version_names[] = { "?", "TLS 1.0", "TLS 1.1", "TLS 1.2
 
 /* Limit the handshake to [min, max]; max 0 means the newest this build
  * has.  Each mbedTLS line has its own API and its own set of versions. */
-static int set_versions(smtp_tls *t, int min, int max) {
+static int set_versions(smtp_tls_ctx *c, int min, int max) {
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
   static const int have[] = { 0, 0, 0,
 #if defined(MBEDTLS_SSL_PROTO_TLS1_2)
@@ -191,18 +199,18 @@ static int set_versions(smtp_tls *t, int min, int max) {
     for (max = SMTP_TLS_1_3; max > min && !have[max]; max--) continue;
   for (v = min; v <= max; v++) {
     if (v < SMTP_TLS_1_0 || v > SMTP_TLS_1_3 || !have[v]) {
-      snprintf(t->error, sizeof t->error, "%s is not available in the linked mbedTLS %s",
+      snprintf(c->error, sizeof c->error, "%s is not available in the linked mbedTLS %s",
                v >= SMTP_TLS_1_0 && v <= SMTP_TLS_1_3 ? version_names[v] : "this version",
                MBEDTLS_VERSION_STRING);
       return -1;
     }
   }
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
-  mbedtls_ssl_conf_min_tls_version(&t->conf, (mbedtls_ssl_protocol_version)(0x0300 + min));
-  mbedtls_ssl_conf_max_tls_version(&t->conf, (mbedtls_ssl_protocol_version)(0x0300 + max));
+  mbedtls_ssl_conf_min_tls_version(&c->conf, (mbedtls_ssl_protocol_version)(0x0300 + min));
+  mbedtls_ssl_conf_max_tls_version(&c->conf, (mbedtls_ssl_protocol_version)(0x0300 + max));
 #else
-  mbedtls_ssl_conf_min_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3, min);
-  mbedtls_ssl_conf_max_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3, max);
+  mbedtls_ssl_conf_min_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3, min);
+  mbedtls_ssl_conf_max_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3, max);
 #endif
   return 0;
 }
@@ -221,34 +229,34 @@ static int system_entropy(void *unused, unsigned char *out, size_t len) {
   return 0;
 }
 
-int smtp_tls_init(smtp_tls *t, const smtp_tls_options *o) {
+int smtp_tls_ctx_init(smtp_tls_ctx *c, const smtp_tls_options *o) {
   static const char pers[] = "lua-smtp";
   int ret;
-  memset(t, 0, sizeof *t);
-  mbedtls_ssl_init(&t->ssl);
-  mbedtls_ssl_config_init(&t->conf);
-  mbedtls_x509_crt_init(&t->ca);
-  mbedtls_x509_crt_init(&t->cert);
-  mbedtls_pk_init(&t->key);
-  mbedtls_ctr_drbg_init(&t->drbg);
-  t->failed = 1;   /* until the end of this function */
-  t->verify = o->verify;
+  memset(c, 0, sizeof *c);
+  mbedtls_ssl_config_init(&c->conf);
+  mbedtls_x509_crt_init(&c->ca);
+  mbedtls_x509_crt_init(&c->cert);
+  mbedtls_pk_init(&c->key);
+  mbedtls_ctr_drbg_init(&c->drbg);
+  mbedtls_ssl_session_init(&c->saved);
+  c->live = 1;
+  c->verify = o->verify;
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
   if (psa_crypto_init() != PSA_SUCCESS) {
-    snprintf(t->error, sizeof t->error, "psa_crypto_init failed");
+    snprintf(c->error, sizeof c->error, "psa_crypto_init failed");
     return SMTP_TLS_FAIL;
   }
 #endif
-  ret = mbedtls_ctr_drbg_seed(&t->drbg, system_entropy, NULL,
+  ret = mbedtls_ctr_drbg_seed(&c->drbg, system_entropy, NULL,
                               (const unsigned char *)pers, sizeof pers - 1);
-  if (ret != 0) { set_error(t, "cannot seed the random generator", ret); return SMTP_TLS_FAIL; }
-  ret = mbedtls_ssl_config_defaults(&t->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+  if (ret != 0) { set_ctx_error(c, "cannot seed the random generator", ret); return SMTP_TLS_FAIL; }
+  ret = mbedtls_ssl_config_defaults(&c->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
                                     MBEDTLS_SSL_PRESET_DEFAULT);
-  if (ret != 0) { set_error(t, "cannot set up TLS", ret); return SMTP_TLS_FAIL; }
-  if (set_versions(t, o->min_version, o->max_version) < 0 || load_cas(t, o) < 0 ||
-      load_client_cert(t, o) < 0)
+  if (ret != 0) { set_ctx_error(c, "cannot set up TLS", ret); return SMTP_TLS_FAIL; }
+  if (set_versions(c, o->min_version, o->max_version) < 0 || load_cas(c, o) < 0 ||
+      load_client_cert(c, o) < 0)
     return SMTP_TLS_FAIL;
-  mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &t->drbg);
+  mbedtls_ssl_conf_rng(&c->conf, mbedtls_ctr_drbg_random, &c->drbg);
   {
     /* P-256 first: mbedTLS computes it with its NIST fast reduction and a
      * precomputed comb for the key share, several times faster than its
@@ -258,33 +266,104 @@ int smtp_tls_init(smtp_tls *t, const smtp_tls_options *o) {
       MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1, MBEDTLS_SSL_IANA_TLS_GROUP_X25519,
       MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1, MBEDTLS_SSL_IANA_TLS_GROUP_NONE
     };
-    mbedtls_ssl_conf_groups(&t->conf, groups);
+    mbedtls_ssl_conf_groups(&c->conf, groups);
 #else
     static const mbedtls_ecp_group_id curves[] = {
       MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP384R1,
       MBEDTLS_ECP_DP_NONE
     };
-    mbedtls_ssl_conf_curves(&t->conf, curves);
+    mbedtls_ssl_conf_curves(&c->conf, curves);
 #endif
   }
-  mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_OPTIONAL);
-  mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
-  ret = mbedtls_ssl_setup(&t->ssl, &t->conf);
+#if defined(MBEDTLS_SSL_SESSION_TICKETS)
+  mbedtls_ssl_conf_session_tickets(&c->conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
+#endif
+#if defined(MBEDTLS_SSL_PROTO_TLS1_3)
+  /* A resumed TLS 1.3 session still does (EC)DHE: forward secrecy stays. */
+  mbedtls_ssl_conf_tls13_key_exchange_modes(&c->conf, MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_EPHEMERAL_ALL);
+#if defined(MBEDTLS_SSL_SESSION_TICKETS) && defined(MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED)
+  /* TLS 1.3 tickets come after the handshake; smtp_tls_read saves them. */
+  mbedtls_ssl_conf_tls13_enable_signal_new_session_tickets(
+    &c->conf, MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED);
+#endif
+#endif
+  mbedtls_ssl_conf_authmode(&c->conf, MBEDTLS_SSL_VERIFY_OPTIONAL);
+  mbedtls_ssl_conf_ca_chain(&c->conf, &c->ca, NULL);
+  /* An IP address is no name to send as SNI (RFC 6066 3): check_peer
+   * matches it against iPAddress names instead. */
+  if (o->ip && (o->ip_len == 4 || o->ip_len == 16)) {
+    memcpy(c->ip, o->ip, o->ip_len);
+    c->ip_len = o->ip_len;
+  } else if (o->servername) {
+    if (strlen(o->servername) >= sizeof c->servername) {
+      set_ctx_error(c, "bad tls.servername", MBEDTLS_ERR_SSL_BAD_INPUT_DATA);
+      return SMTP_TLS_FAIL;
+    }
+    strcpy(c->servername, o->servername);
+  }
+  if (o->pin) {
+    memcpy(c->pin, o->pin, sizeof c->pin);
+    c->has_pin = 1;
+  }
+  c->ready = 1;
+  return SMTP_TLS_DONE;
+}
+
+const char *smtp_tls_ctx_error(const smtp_tls_ctx *c) {
+  return c->error;
+}
+
+void smtp_tls_ctx_forget(smtp_tls_ctx *c) {
+  mbedtls_ssl_session_free(&c->saved);   /* zeroes the master secret */
+  mbedtls_ssl_session_init(&c->saved);
+  c->saved_flags = 0;
+  c->has_saved = 0;
+}
+
+void smtp_tls_ctx_free(smtp_tls_ctx *c) {
+  if (c->live) {
+    mbedtls_ssl_session_free(&c->saved);
+    mbedtls_ssl_config_free(&c->conf);
+    mbedtls_x509_crt_free(&c->ca);
+    mbedtls_x509_crt_free(&c->cert);
+    mbedtls_pk_free(&c->key);
+    mbedtls_ctr_drbg_free(&c->drbg);
+  }
+  mbedtls_platform_zeroize(c, sizeof *c);
+}
+
+/* Called for each certificate of the chain the server sent: only a full
+ * handshake gets here, so a session that never did was resumed. */
+static int saw_certificate(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags) {
+  (void)crt;
+  (void)depth;
+  (void)flags;
+  ((smtp_tls *)ctx)->full = 1;
+  return 0;
+}
+
+int smtp_tls_init(smtp_tls *t, smtp_tls_ctx *c) {
+  int ret;
+  memset(t, 0, sizeof *t);
+  mbedtls_ssl_init(&t->ssl);
+  t->ctx = c;
+  t->failed = 1;   /* until the end of this function */
+  if (!c->ready) {
+    snprintf(t->error, sizeof t->error, "%s", c->error[0] ? c->error : "TLS is not set up");
+    return SMTP_TLS_FAIL;
+  }
+  ret = mbedtls_ssl_setup(&t->ssl, &c->conf);
   if (ret != 0) { set_error(t, "cannot set up TLS", ret); return SMTP_TLS_FAIL; }
   /* Always called: without it mbedTLS checks no name at all (and 3.6.3+
-   * refuses to verify).  An IP address is no name to send as SNI (RFC 6066
-   * 3): NULL says so, and check_peer matches it against iPAddress names. */
-  if (o->ip && (o->ip_len == 4 || o->ip_len == 16)) {
-    memcpy(t->ip, o->ip, o->ip_len);
-    t->ip_len = o->ip_len;
-  }
-  ret = mbedtls_ssl_set_hostname(&t->ssl, t->ip_len ? NULL : o->servername);
+   * refuses to verify).  NULL for an IP address, or no name. */
+  ret = mbedtls_ssl_set_hostname(&t->ssl, c->servername[0] ? c->servername : NULL);
   if (ret != 0) { set_error(t, "bad tls.servername", ret); return SMTP_TLS_FAIL; }
   mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
-  if (o->pin) {
-    memcpy(t->pin, o->pin, sizeof t->pin);
-    t->has_pin = 1;
-  }
+  mbedtls_ssl_set_verify(&t->ssl, saw_certificate, t);
+  /* A session mbedTLS will not take (out of memory, too old) only costs
+   * the resumption. */
+  t->offered = c->has_saved && mbedtls_ssl_set_session(&t->ssl, &c->saved) == 0;
+  t->offered_flags = c->saved_flags;
   t->failed = 0;
   t->error[0] = '\0';
   return SMTP_TLS_DONE;
@@ -301,7 +380,7 @@ static int ip_san_matches(const mbedtls_x509_crt *c, const unsigned char *ip, si
   return 0;
 }
 
-static int pin_matches(smtp_tls *t, const mbedtls_x509_crt *peer) {
+static int pin_matches(const smtp_tls_ctx *c, const mbedtls_x509_crt *peer) {
   unsigned char der[2048], hash[32];
   int n;
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
@@ -314,17 +393,22 @@ static int pin_matches(smtp_tls *t, const mbedtls_x509_crt *peer) {
   if (mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), der + sizeof der - n,
                  (size_t)n, hash) != 0)
     return 0;
-  return memcmp(hash, t->pin, sizeof hash) == 0;
+  return memcmp(hash, c->pin, sizeof hash) == 0;
 }
 
+/* The same checks whether the session was resumed or not.  A resumed
+ * session was verified when it was new: mbedTLS brings back its
+ * certificate, but after a TLS 1.3 resumption (3.6) not its verification
+ * result, which the context kept. */
 static int check_peer(smtp_tls *t) {
+  const smtp_tls_ctx *c = t->ctx;
   const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&t->ssl);
-  uint32_t flags = mbedtls_ssl_get_verify_result(&t->ssl);
+  uint32_t flags = smtp_tls_resumed(t) ? t->offered_flags : mbedtls_ssl_get_verify_result(&t->ssl);
   if (peer == NULL) flags |= MBEDTLS_X509_BADCERT_MISSING;
-  if (t->ip_len && !(peer && ip_san_matches(peer, t->ip, t->ip_len)))
+  if (c->ip_len && !(peer && ip_san_matches(peer, c->ip, c->ip_len)))
     flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
   t->flags = flags;
-  if (t->verify && flags != 0) {
+  if (c->verify && flags != 0) {
     char info[200];
     int n = mbedtls_x509_crt_verify_info(info, sizeof info, "", flags);
     if (n > 0 && info[n - 1] == '\n') info[n - 1] = '\0';
@@ -332,7 +416,7 @@ static int check_peer(smtp_tls *t) {
     t->failed = 1;
     return SMTP_TLS_FAIL;
   }
-  if (t->has_pin && (peer == NULL || !pin_matches(t, peer))) {
+  if (c->has_pin && (peer == NULL || !pin_matches(c, peer))) {
     snprintf(t->error, sizeof t->error,
              "the server's public key does not match tls.pin");
     t->failed = 1;
@@ -341,18 +425,51 @@ static int check_peer(smtp_tls *t) {
   return SMTP_TLS_DONE;
 }
 
+/* Keep this session for the next one of the connection.  Into a copy
+ * first: mbedTLS 3.x exports a session once, and a failed export must not
+ * lose the one saved before. */
+static void save_session(smtp_tls *t) {
+  mbedtls_ssl_session s;
+  mbedtls_ssl_session_init(&s);
+  if (mbedtls_ssl_get_session(&t->ssl, &s) != 0) {
+    mbedtls_ssl_session_free(&s);
+    return;
+  }
+  smtp_tls_ctx_forget(t->ctx);
+  t->ctx->saved = s;
+  t->ctx->saved_flags = t->flags;
+  t->ctx->has_saved = 1;
+  mbedtls_platform_zeroize(&s, sizeof s);
+}
+
+/* A TLS 1.3 session is worth keeping only with the ticket that comes
+ * after the handshake (see smtp_tls_read). */
+static int resumable_now(const smtp_tls *t) {
+#if defined(MBEDTLS_SSL_PROTO_TLS1_3)
+  return mbedtls_ssl_get_version_number(&t->ssl) != MBEDTLS_SSL_VERSION_TLS1_3;
+#else
+  (void)t;
+  return 1;
+#endif
+}
+
 int smtp_tls_handshake(smtp_tls *t) {
   int ret;
   if (t->failed) return SMTP_TLS_FAIL;
   /* One flight at a time: what mbedTLS wrote goes out before it writes more. */
   if (t->out_off < t->out_len) return SMTP_TLS_AGAIN;
   ret = mbedtls_ssl_handshake(&t->ssl);
-  if (ret == 0) {
-    t->handshaken = 1;
-    return check_peer(t);
-  }
   if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
     return SMTP_TLS_AGAIN;
+  if (ret == 0) {
+    t->handshaken = 1;
+    if (check_peer(t) == SMTP_TLS_DONE) {
+      if (resumable_now(t)) save_session(t);
+      return SMTP_TLS_DONE;
+    }
+  }
+  smtp_tls_ctx_forget(t->ctx);
+  if (ret == 0) return SMTP_TLS_FAIL;
   if (t->first_len >= 3 && t->first[0] >= '1' && t->first[0] <= '5' &&
       t->first[1] >= '0' && t->first[1] <= '9' && t->first[2] >= '0' && t->first[2] <= '9') {
     t->failed = 1;
@@ -426,7 +543,11 @@ int smtp_tls_read(smtp_tls *t, unsigned char *buf, size_t cap, size_t *got) {
     if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
       return SMTP_TLS_AGAIN;
 #if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
-    if (ret == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) continue;
+    /* Only a session that passed check_peer reads: the ticket may serve. */
+    if (ret == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) {
+      save_session(t);
+      continue;
+    }
 #endif
     if (ret == 0 || ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || ret == MBEDTLS_ERR_SSL_CONN_EOF) {
       t->in_eof = 1;
@@ -454,6 +575,10 @@ const char *smtp_tls_error(const smtp_tls *t) {
 
 int smtp_tls_handshaken(const smtp_tls *t) {
   return t->handshaken;
+}
+
+int smtp_tls_resumed(const smtp_tls *t) {
+  return t->handshaken && t->offered && !t->full;
 }
 
 const char *smtp_tls_version(const smtp_tls *t) {
@@ -503,10 +628,5 @@ const char *smtp_tls_library(void) {
 
 void smtp_tls_free(smtp_tls *t) {
   mbedtls_ssl_free(&t->ssl);
-  mbedtls_ssl_config_free(&t->conf);
-  mbedtls_x509_crt_free(&t->ca);
-  mbedtls_x509_crt_free(&t->cert);
-  mbedtls_pk_free(&t->key);
-  mbedtls_ctr_drbg_free(&t->drbg);
   mbedtls_platform_zeroize(t, sizeof *t);
 }

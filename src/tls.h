@@ -8,13 +8,31 @@
  * output buffer has room for a whole record whenever smtp_tls_write is
  * called), so WANT_WRITE never happens.
  *
+ * A connection's sessions share one smtp_tls_ctx: the mbedTLS configuration,
+ * the trusted CAs, the client certificate and key, the random generator,
+ * what the peer must match, and the last good session, which the next
+ * session offers for resumption.  Parsing a CA bundle once per connection
+ * instead of once per session is most of what it saves; resumption saves
+ * the key exchange and the certificate check.  A context is not locked:
+ * its sessions run in one thread (coroutines may interleave them).
+ *
  * Rules of use (MUST):
+ *   - smtp_tls_ctx_init once; smtp_tls_ctx_free when done, also after a
+ *     failed init (it zeroes keys and the saved session).  A context that
+ *     failed its init serves no session.
+ *   - The context outlives every session set up with it, and does not move.
  *   - smtp_tls_init, then drive smtp_tls_handshake until it returns
  *     SMTP_TLS_DONE, moving ciphertext both ways in between.
  *   - smtp_tls_free once done, also after a failed init: it releases
  *     mbedTLS's memory and zeroes keys and buffers.
  *   - A length passed to an _ack is > 0 and <= what the matching _buf gave.
  *   - After SMTP_TLS_FAIL nothing else works; smtp_tls_error says why.
+ *
+ * Resumption never skips our checks: a resumed session brings back the
+ * peer's certificate (mbedTLS keeps it in the session) and the context its
+ * verification result, and smtp_tls_handshake checks them, the IP address
+ * and the pin as after a full handshake.  Only a session that passed them
+ * is saved; a failed handshake drops the saved one.
  *
  * Every mbedTLS version difference (2.28 and 3.6) lives in tls.c.
  */
@@ -53,17 +71,33 @@ typedef struct {
   const unsigned char *pin;       /* SHA-256 of the server's public key, or NULL */
 } smtp_tls_options;
 
+/* Shared by the sessions of one connection; see the rules of use. */
 typedef struct {
-  mbedtls_ssl_context ssl;
   mbedtls_ssl_config conf;
   mbedtls_x509_crt ca, cert;
   mbedtls_pk_context key;
   mbedtls_ctr_drbg_context drbg;
   int verify;
-  unsigned char ip[16];
+  char servername[256];            /* sent as SNI and checked; "" for none */
+  unsigned char ip[16];            /* or the IP address to find in the certificate */
   size_t ip_len;
   unsigned char pin[32];
   int has_pin;
+  mbedtls_ssl_session saved;       /* the last session that passed every check */
+  uint32_t saved_flags;            /* its verification result */
+  int has_saved;
+  int live;                        /* private: the mbedTLS parts are initialized */
+  int ready;                       /* smtp_tls_ctx_init succeeded */
+  char error[256];
+} smtp_tls_ctx;
+
+/* One session's TLS: the mbedTLS context and the ciphertext buffers. */
+typedef struct {
+  mbedtls_ssl_context ssl;
+  smtp_tls_ctx *ctx;               /* borrowed: the connection's */
+  int offered;                     /* a saved session was offered */
+  uint32_t offered_flags;          /* the verification result that came with it */
+  int full;                        /* the server sent a certificate: no resumption */
   int handshaken;                  /* mbedTLS finished its handshake */
   uint32_t flags;                  /* verification result, after the handshake */
   int failed;
@@ -81,9 +115,23 @@ typedef struct {
 #define SMTP_TLS_AGAIN 1
 #define SMTP_TLS_FAIL  (-1)
 
-/* Set up a client.  SMTP_TLS_FAIL for a configuration the linked mbedTLS
- * cannot do or files it cannot load: smtp_tls_error says which. */
-int smtp_tls_init(smtp_tls *t, const smtp_tls_options *o);
+/* Set up a connection's context; o and its strings need not outlive the
+ * call.  SMTP_TLS_FAIL for a configuration the linked mbedTLS cannot do or
+ * files it cannot load: smtp_tls_ctx_error says which.  The CA files are
+ * read here only: one that changes later counts from the next context. */
+int smtp_tls_ctx_init(smtp_tls_ctx *c, const smtp_tls_options *o);
+const char *smtp_tls_ctx_error(const smtp_tls_ctx *c);
+
+/* Drop the saved session: the next handshake is a full one. */
+void smtp_tls_ctx_forget(smtp_tls_ctx *c);
+
+/* Zero and release everything, the saved session too. */
+void smtp_tls_ctx_free(smtp_tls_ctx *c);
+
+/* Set up a session of context c, offering its saved session.
+ * SMTP_TLS_FAIL (out of memory, or a context that failed its init):
+ * smtp_tls_error says why. */
+int smtp_tls_init(smtp_tls *t, smtp_tls_ctx *c);
 
 /* Advance the handshake: SMTP_TLS_DONE, SMTP_TLS_AGAIN (move ciphertext and
  * call again) or SMTP_TLS_FAIL.  DONE means the peer is verified (when
@@ -118,9 +166,11 @@ void smtp_tls_close_notify(smtp_tls *t);
 const char *smtp_tls_error(const smtp_tls *t);
 
 /* After the handshake (once smtp_tls_handshaken, even if the peer was then
- * refused): negotiated version and suite, and the peer's certificate (NULL
- * when none). */
+ * refused): negotiated version and suite, whether the server resumed the
+ * saved session, and the peer's certificate (NULL when none; after a
+ * resumption the one of the session resumed). */
 int smtp_tls_handshaken(const smtp_tls *t);
+int smtp_tls_resumed(const smtp_tls *t);
 const char *smtp_tls_version(const smtp_tls *t);
 const char *smtp_tls_cipher(const smtp_tls *t);
 const mbedtls_x509_crt *smtp_tls_peer(const smtp_tls *t);
@@ -132,7 +182,7 @@ size_t smtp_tls_problems(const smtp_tls *t, const char *names[], size_t max);
 /* The mbedTLS version linked, like "2.28.3". */
 const char *smtp_tls_library(void);
 
-/* Zero and release everything. */
+/* Zero and release the session (not its context). */
 void smtp_tls_free(smtp_tls *t);
 
 #if defined(__GNUC__)

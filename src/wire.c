@@ -14,8 +14,7 @@ enum { PROXY, PLAIN, HANDSHAKE, SECURE };
 static unsigned wire_step(smtp_wire *w);
 
 int smtp_wire_init(smtp_wire *w, const char *helo, unsigned engine_opts,
-                   const smtp_wire_proxy *proxy, const smtp_tls_options *tls,
-                   int implicit) {
+                   const smtp_wire_proxy *proxy, smtp_tls_ctx *tls, int implicit) {
   int r;
   memset(w, 0, sizeof *w);
   r = smtp_engine_init(&w->engine, helo, engine_opts);
@@ -344,7 +343,8 @@ void smtp_wire_recv_eof(smtp_wire *w) {
   }
 }
 
-/* Each of tls, proxy and auth is the wire's alone: wiped, freed, NULLed. */
+/* Each of tls, proxy and auth is the wire's alone: wiped, freed, NULLed.
+ * (The TLS context is not: the connection's other sessions use it.) */
 void smtp_wire_free(smtp_wire *w) {
   if (w->tls) {
     smtp_tls_free(w->tls);   /* zeroes keys and buffers */

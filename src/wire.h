@@ -15,7 +15,8 @@
  *   - smtp_wire_free when done, whatever happened (also after a failed
  *     smtp_wire_init, and twice is harmless): it zeroes TLS keys and SASL
  *     secrets and frees the TLS, proxy and SASL state, which the wire
- *     allocates only when a session uses them.
+ *     allocates only when a session uses them.  The TLS context is the
+ *     caller's: free it after the wire.
  */
 #ifndef SMTP_WIRE_H
 #define SMTP_WIRE_H
@@ -63,13 +64,13 @@ typedef struct {
 } smtp_wire;
 
 /* Set up a session.  proxy NULL: connected to the server itself.  tls NULL:
- * no TLS; else implicit (TLS at once) or, per the engine options, STARTTLS.
- * Returns SMTP_OK, SMTP_EINVAL (bad EHLO name), or SMTP_ESTATE when the
- * proxy or TLS cannot be set up (out of memory included): smtp_wire_setup_error
- * says why. */
+ * no TLS; else the connection's TLS context (set up, and outliving the
+ * wire: see tls.h), implicit (TLS at once) or, per the engine options,
+ * STARTTLS.  Returns SMTP_OK, SMTP_EINVAL (bad EHLO name), or SMTP_ESTATE
+ * when the proxy or TLS cannot be set up (out of memory included):
+ * smtp_wire_setup_error says why. */
 int smtp_wire_init(smtp_wire *w, const char *helo, unsigned engine_opts,
-                   const smtp_wire_proxy *proxy, const smtp_tls_options *tls,
-                   int implicit);
+                   const smtp_wire_proxy *proxy, smtp_tls_ctx *tls, int implicit);
 
 /* After SMTP_ESTATE from smtp_wire_init: the message, and its kind in
  * *kind (SMTP_ERR_PROXY or SMTP_ERR_TLS). */

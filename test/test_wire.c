@@ -13,7 +13,9 @@
  *
  * The certificates are in certs.h (made by certs.sh).  smtp_tls_options
  * takes the CA as a path only, so the CAs are written to temporary files
- * for the run.  The test adapts to the mbedTLS it is built against: with
+ * for the run.  Each test's sessions share one TLS context, as the
+ * sessions of one connection do; the server can keep sessions (a cache of
+ * session IDs, or tickets) for them to resume.  The test adapts to the mbedTLS it is built against: with
  * 2.28 TLS 1.3 must be refused at init, with 3.x it must be negotiated.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -27,6 +29,8 @@
 #include <mbedtls/md.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cache.h>
+#include <mbedtls/ssl_ticket.h>
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
@@ -53,6 +57,10 @@
 static mbedtls_entropy_context srv_entropy;
 static mbedtls_ctr_drbg_context srv_drbg;
 
+/* ... and what it keeps of sessions, for the clients to resume */
+static mbedtls_ssl_cache_context srv_cache;
+static mbedtls_ssl_ticket_context srv_ticket;
+
 /* CA files for smtp_tls_options.cafile */
 static char ca_path[64], other_ca_path[64];
 
@@ -67,11 +75,14 @@ typedef struct {
 
 enum { SRV_PLAIN, SRV_HANDSHAKE, SRV_SECURE, SRV_FAILED, SRV_CLOSED };
 
+enum { RESUME_NONE, RESUME_CACHE, RESUME_TICKETS };
+
 /* How the server is set up. */
 typedef struct {
   const char *cert, *key;  /* PEM; cert NULL: the server never speaks TLS */
   int require_client;      /* ask for a client certificate signed by CERT_CA */
   int min, max;            /* SMTP_TLS_1_x; 0: mbedTLS's default */
+  int resume;              /* RESUME_*: how sessions may be resumed */
 } server_opts;
 
 typedef struct {
@@ -99,6 +110,8 @@ typedef struct {
   size_t got_at_handshake;  /* got_len when the server's handshake ended */
   unsigned char got[(1u << 21) + (1u << 16)];  /* plaintext received */
   size_t got_len;
+  /* the client's TLS context, kept from one session of a test to the next */
+  smtp_tls_ctx ctx;
 } session;
 
 static session S;           /* ~2.5 MiB: not on the stack */
@@ -220,6 +233,12 @@ static void srv_setup(session *s, const server_opts *so)
     mbedtls_ssl_conf_authmode(&s->conf, MBEDTLS_SSL_VERIFY_NONE);
   }
   srv_versions(s, so->min, so->max);
+  if (so->resume == RESUME_CACHE)
+    mbedtls_ssl_conf_session_cache(&s->conf, &srv_cache, mbedtls_ssl_cache_get,
+                                   mbedtls_ssl_cache_set);
+  if (so->resume == RESUME_TICKETS)
+    mbedtls_ssl_conf_session_tickets_cb(&s->conf, mbedtls_ssl_ticket_write,
+                                        mbedtls_ssl_ticket_parse, &srv_ticket);
   CHECK_INT(mbedtls_ssl_setup(&s->ssl, &s->conf), 0);
   mbedtls_ssl_set_bio(&s->ssl, s, srv_send, srv_recv, NULL);
 }
@@ -480,7 +499,7 @@ static void server_close(session *s, int notify)
   } while (0)
 
 /* Why smtp_wire_init said SMTP_ESTATE: a TLS reason, here. */
-static const char *setup_error(const smtp_wire *w)
+static const char *wire_setup_error(const smtp_wire *w)
 {
   smtp_error_kind kind = SMTP_ERR_NONE;
   const char *m = smtp_wire_setup_error(w, &kind);
@@ -488,6 +507,14 @@ static const char *setup_error(const smtp_wire *w)
   CHECK_INT(kind, SMTP_ERR_TLS);
   CHECK(m != NULL && *m != '\0');
   return m ? m : "";
+}
+
+/* Why start said SMTP_ESTATE: the TLS context's setup, or the wire's. */
+static const char *setup_error(const session *s)
+{
+  if (s->ctx.live && !s->ctx.ready)
+    return smtp_tls_ctx_error(&s->ctx);
+  return wire_setup_error(&s->w);
 }
 
 static int has_problem(session *s, const char *word)
@@ -519,9 +546,9 @@ static void mark_sent(session *s)
 
 /* ---- setting up and tearing down ---- */
 
-static const server_opts SRV_GOOD = { CERT_SERVER, KEY_SERVER, 0, 0, 0 };
-static const server_opts SRV_EXPIRED = { CERT_EXPIRED, KEY_SERVER, 0, 0, 0 };
-static const server_opts SRV_NO_TLS = { NULL, NULL, 0, 0, 0 };
+static const server_opts SRV_GOOD = { CERT_SERVER, KEY_SERVER, 0, 0, 0, RESUME_NONE };
+static const server_opts SRV_EXPIRED = { CERT_EXPIRED, KEY_SERVER, 0, 0, 0, RESUME_NONE };
+static const server_opts SRV_NO_TLS = { NULL, NULL, 0, 0, 0, RESUME_NONE };
 
 /* The client's TLS options as lua/smtp/options.lua makes them by default:
  * verification on, TLS 1.2 and newer; the CA is CERT_CA. */
@@ -549,43 +576,64 @@ static int all_zero(const void *p, size_t n)
   return 1;
 }
 
-/* Free the session, and check that nothing of TLS is left in the struct. */
-static void finish(session *s)
+/* Free the session's wire and server, and check that nothing of TLS is
+ * left in the wire; the TLS context stays for the next session. */
+static void end_session(session *s)
 {
+  size_t chunk = s->chunk;
+
   smtp_wire_free(&s->w);
   CHECK(s->w.tls == NULL);   /* wiped by smtp_tls_free, then freed */
   smtp_wire_free(&s->w);                /* twice does no harm */
   srv_free(s);
-}
-
-static void reset(session *s)
-{
-  size_t chunk = s->chunk;
-
-  finish(s);
   memset(&s->w, 0, offsetof(session, got));
   s->chunk = chunk;
   s->got_len = 0;
   s->cut = SIZE_MAX;
 }
 
-/* Start a session through proxy px (NULL: none); o NULL: no TLS.  With
- * implicit TLS and no proxy the server awaits a ClientHello at once; behind
- * a proxy it plays the proxy first (in plaintext), and server_tls starts
- * its TLS.  Returns smtp_wire_init's result. */
-static int start_via(session *s, unsigned opts, const smtp_wire_proxy *px,
-                     const smtp_tls_options *o, int implicit, const server_opts *so)
+/* The end of a test: the TLS context goes too, leaving nothing behind. */
+static void finish(session *s)
 {
-  int r;
+  end_session(s);
+  smtp_tls_ctx_free(&s->ctx);
+  CHECK(all_zero(&s->ctx, sizeof s->ctx));
+}
 
-  reset(s);
-  r = smtp_wire_init(&s->w, HELO, opts, px, o, implicit);
+/* A wire for the session, with the TLS context when tls; the server awaits
+ * a ClientHello at once with implicit TLS and no proxy. */
+static int open_wire(session *s, unsigned opts, const smtp_wire_proxy *px, int tls,
+                     int implicit, const server_opts *so)
+{
+  int r = smtp_wire_init(&s->w, HELO, opts, px, tls ? &s->ctx : NULL, implicit);
+
   s->mode = SRV_PLAIN;
   if (r == SMTP_OK && implicit && so->cert && px == NULL) {
     srv_setup(s, so);
     s->mode = SRV_HANDSHAKE;
   }
   return r;
+}
+
+/* Start a test's session through proxy px (NULL: none) with a new TLS
+ * context made of o (NULL: no TLS).  Behind a proxy the server plays the
+ * proxy first (in plaintext), and server_tls starts its TLS.  Returns
+ * SMTP_ESTATE when the context cannot be set up, else smtp_wire_init's
+ * result. */
+static int start_via(session *s, unsigned opts, const smtp_wire_proxy *px,
+                     const smtp_tls_options *o, int implicit, const server_opts *so)
+{
+  finish(s);
+  if (o && smtp_tls_ctx_init(&s->ctx, o) != SMTP_TLS_DONE)
+    return SMTP_ESTATE;
+  return open_wire(s, opts, px, o != NULL, implicit, so);
+}
+
+/* The next session of the same connection: the same TLS context. */
+static int start_again(session *s, unsigned opts, int implicit, const server_opts *so)
+{
+  end_session(s);
+  return open_wire(s, opts, NULL, 1, implicit, so);
 }
 
 static int start(session *s, unsigned opts, const smtp_tls_options *o, int implicit,
@@ -1009,14 +1057,14 @@ static void t_versions(session *s)
 
     CHECK_INT(start(s, 0, &o, 1, &SRV_GOOD), SMTP_ESTATE);
     snprintf(want, sizeof want, "%d.%d", MBEDTLS_VERSION_MAJOR, MBEDTLS_VERSION_MINOR);
-    CHECK(strstr(setup_error(&s->w), "TLS 1.3") != NULL);
-    CHECK(strstr(setup_error(&s->w), want) != NULL);
-    CHECK(strstr(setup_error(&s->w), "2.28") != NULL);
+    CHECK(strstr(setup_error(s), "TLS 1.3") != NULL);
+    CHECK(strstr(setup_error(s), want) != NULL);
+    CHECK(strstr(setup_error(s), "2.28") != NULL);
     finish(s);
 
     o.min_version = SMTP_TLS_1_2;
     CHECK_INT(start(s, 0, &o, 1, &SRV_GOOD), SMTP_ESTATE);
-    CHECK(strstr(setup_error(&s->w), "TLS 1.3") != NULL);
+    CHECK(strstr(setup_error(s), "TLS 1.3") != NULL);
     finish(s);
 
     /* a server that starts at 1.2, a client that stops at 1.1 */
@@ -1172,7 +1220,7 @@ static void t_client_cert(session *s)
   peer = mbedtls_ssl_get_peer_cert(&s->ssl);
   CHECK(peer != NULL);
   if (peer != NULL)
-    CHECK_MEM(peer->raw.p, peer->raw.len, s->w.tls->cert.raw.p, s->w.tls->cert.raw.len);
+    CHECK_MEM(peer->raw.p, peer->raw.len, s->ctx.cert.raw.p, s->ctx.cert.raw.len);
   CHECK_INT(mbedtls_ssl_get_verify_result(&s->ssl), 0);
   finish(s);
 
@@ -1183,12 +1231,12 @@ static void t_client_cert(session *s)
   /* a certificate without its key, and a key that is not its */
   o.key = NULL;
   CHECK_INT(start(s, 0, &o, 1, &so), SMTP_ESTATE);
-  CHECK(strstr(setup_error(&s->w), "tls.key") != NULL);
+  CHECK(strstr(setup_error(s), "tls.key") != NULL);
   finish(s);
 
   o.key = "-----BEGIN PRIVATE KEY-----\nbad\n-----END PRIVATE KEY-----\n";
   CHECK_INT(start(s, 0, &o, 1, &so), SMTP_ESTATE);
-  CHECK(strstr(setup_error(&s->w), "tls.key") != NULL);
+  CHECK(strstr(setup_error(s), "tls.key") != NULL);
   finish(s);
 
   o.key = KEY_SERVER;
@@ -1199,7 +1247,7 @@ static void t_client_cert(session *s)
     CHECK_INT(smtp_engine_last_error(&s->w.engine)->kind, SMTP_ERR_TLS);
     CHECK_INT(s->mode, SRV_FAILED);
   } else {
-    CHECK(strstr(setup_error(&s->w), "match") != NULL);
+    CHECK(strstr(setup_error(s), "match") != NULL);
   }
   finish(s);
 }
@@ -1357,6 +1405,7 @@ static void t_free(session *s)
 {
   smtp_tls_options o = client_opts();
   static smtp_wire w;
+  static smtp_tls_ctx c;
 
   /* after a whole session: keys, buffers and all */
   implicit_ehlo(s, &o, &SRV_GOOD);
@@ -1371,21 +1420,239 @@ static void t_free(session *s)
   CHECK(s->w.tls == NULL);
   finish(s);
 
-  /* after a failed init, with a client key loaded */
+  /* after a failed init, with a client key loaded; a context that failed
+   * serves no session */
   o.certificate = CERT_CLIENT;
   o.key = KEY_CLIENT;
   o.cafile = "/nonexistent/ca.pem";
-  CHECK_INT(smtp_wire_init(&w, HELO, 0, NULL, &o, 1), SMTP_ESTATE);
-  CHECK(strstr(setup_error(&w), "cafile") != NULL);
+  CHECK_INT(smtp_tls_ctx_init(&c, &o), SMTP_TLS_FAIL);
+  CHECK(strstr(smtp_tls_ctx_error(&c), "cafile") != NULL);
+  CHECK_INT(smtp_wire_init(&w, HELO, 0, NULL, &c, 1), SMTP_ESTATE);
+  CHECK(strstr(wire_setup_error(&w), "cafile") != NULL);
   smtp_wire_free(&w);
   CHECK(w.tls == NULL);
+  smtp_tls_ctx_free(&c);
+  CHECK(all_zero(&c, sizeof c));
+  smtp_tls_ctx_free(&c);                /* twice does no harm */
 
   /* without TLS there is nothing to free: nor anything allocated */
   CHECK_INT(smtp_wire_init(&w, HELO, 0, NULL, NULL, 0), SMTP_OK);
   CHECK(w.tls == NULL && w.proxy == NULL && w.auth == NULL);
   smtp_wire_free(&w);
-  CHECK_INT(smtp_wire_init(&w, "bad name", 0, NULL, &o, 1), SMTP_EINVAL);
+  o = client_opts();
+  CHECK_INT(smtp_tls_ctx_init(&c, &o), SMTP_TLS_DONE);
+  CHECK_INT(smtp_wire_init(&w, "bad name", 0, NULL, &c, 1), SMTP_EINVAL);
   smtp_wire_free(&w);
+  smtp_tls_ctx_free(&c);
+}
+
+/* ---- 13. one TLS context for a connection's sessions, and resumption ---- */
+
+/* The greeting, EHLO and QUIT of an implicit session whose handshake is
+ * done: a TLS 1.3 ticket comes with the greeting. */
+static void greet_and_quit(session *s)
+{
+  CHECK_INT(s->mode, SRV_SECURE);
+  server_say(s, GREETING);
+  expect_got(s, EHLO_LINE);
+  server_say(s, "250 mx.example.net\r\n");
+  expect_log(s, "greeting 220;ehlo 250;");
+  expect_state(s, SMTP_IDLE);
+  quit(s);
+}
+
+/* Another session of the connection, over implicit TLS: its handshake
+ * must succeed; whether it resumed is the caller's to check. */
+static void implicit_again(session *s, const server_opts *so)
+{
+  CHECK_INT(start_again(s, 0, 1, so), SMTP_OK);
+  run(s);
+  CHECK_STR(smtp_wire_layer(&s->w), "tls");
+  CHECK(smtp_tls_peer(s->w.tls) != NULL);
+  greet_and_quit(s);
+}
+
+/* Another session whose handshake the client refuses. */
+static void implicit_again_refused(session *s, const server_opts *so, const char *why)
+{
+  CHECK_INT(start_again(s, 0, 1, so), SMTP_OK);
+  run(s);
+  expect_state(s, SMTP_CLOSED);
+  expect_error(s, SMTP_ERR_TLS, SMTP_STAGE_CONNECT);
+  expect_message(s, why);
+  CHECK(smtp_tls_handshaken(s->w.tls));
+  CHECK_INT(s->got_len, 0);           /* not one byte of SMTP went out */
+  CHECK(!s->ctx.has_saved);           /* and the session is not kept */
+}
+
+static void t_resume(session *s)
+{
+  /* session IDs and tickets under TLS 1.2; tickets under the newest */
+  static const struct { int resume, max; } ways[] = {
+    { RESUME_CACHE, SMTP_TLS_1_2 }, { RESUME_TICKETS, SMTP_TLS_1_2 }, { RESUME_TICKETS, 0 },
+  };
+  smtp_tls_options o = client_opts();
+  server_opts so = SRV_GOOD;
+  size_t i;
+
+  for (i = 0; i < sizeof ways / sizeof *ways; i++) {
+    so.resume = ways[i].resume;
+    so.max = ways[i].max;
+    implicit_ehlo(s, &o, &so);
+    CHECK(!smtp_tls_resumed(s->w.tls));
+    server_say(s, "250 mx.example.net\r\n");
+    expect_log(s, "greeting 220;ehlo 250;");
+    expect_state(s, SMTP_IDLE);
+    quit(s);
+    CHECK(s->ctx.has_saved);
+    implicit_again(s, &so);
+    CHECK(smtp_tls_resumed(s->w.tls));
+    CHECK_INT(s->w.tls->flags, 0);
+    CHECK(s->ctx.has_saved);
+    implicit_again(s, &so);
+    CHECK(smtp_tls_resumed(s->w.tls));
+    finish(s);
+  }
+
+  /* a server that keeps nothing: the session is offered, and a full
+   * handshake follows (TLS 1.2: under 1.3 there would be no ticket to
+   * offer) */
+  so = SRV_GOOD;
+  so.max = SMTP_TLS_1_2;
+  implicit_ehlo(s, &o, &so);
+  server_say(s, "250 mx.example.net\r\n");
+  expect_log(s, "greeting 220;ehlo 250;");
+  quit(s);
+  implicit_again(s, &so);
+  CHECK(s->w.tls->offered);
+  CHECK(!smtp_tls_resumed(s->w.tls));
+  finish(s);
+
+  /* ... and a ticket, under the newest version, that the server cannot
+   * read: a full handshake again, not taken for a resumption */
+  so = SRV_GOOD;
+  so.resume = RESUME_TICKETS;
+  implicit_ehlo(s, &o, &so);
+  server_say(s, "250 mx.example.net\r\n");
+  expect_log(s, "greeting 220;ehlo 250;");
+  quit(s);
+  CHECK(s->ctx.has_saved);
+  implicit_again(s, &SRV_GOOD);
+  CHECK(s->w.tls->offered);
+  CHECK(!smtp_tls_resumed(s->w.tls));
+  CHECK_INT(s->w.tls->flags, 0);
+  finish(s);
+
+  /* STARTTLS resumes too */
+  so.resume = RESUME_TICKETS;
+  so.max = 0;
+  for (i = 0; i < 2; i++) {
+    if (i == 0)
+      to_starttls(s, SMTP_OPT_STARTTLS, &o);
+    else {
+      CHECK_INT(start_again(s, SMTP_OPT_STARTTLS, 0, &so), SMTP_OK);
+      server_say(s, GREETING);
+      expect_got(s, EHLO_LINE);
+      server_say(s, "250-mx.example.net\r\n250 STARTTLS\r\n");
+      expect_got(s, "STARTTLS\r\n");
+      expect_log(s, "greeting 220;ehlo 250;");
+    }
+    server_starttls(s, &so, "220 go\r\n");
+    CHECK_STR(smtp_wire_layer(&s->w), "tls");
+    CHECK_INT(smtp_tls_resumed(s->w.tls), i == 1);
+    expect_log(s, "starttls 220;");
+    expect_got(s, EHLO_LINE);
+    server_say(s, "250 mx.example.net\r\n");
+    expect_log(s, "ehlo 250;");
+    quit(s);
+  }
+  finish(s);
+}
+
+/* A resumed session passes the same checks as a full handshake: mbedTLS
+ * brings back the certificate and its verification result.  The checks
+ * of a context never change in use; here the test changes them between
+ * sessions to see that they are applied at all. */
+static void t_resume_checked(session *s)
+{
+  smtp_tls_options o = client_opts();
+  server_opts so = SRV_GOOD;
+  unsigned char pin[32], ip[4] = { 127, 0, 0, 1 };
+
+  so.resume = RESUME_TICKETS;
+  pin_of(CERT_SERVER, pin);
+  o.pin = pin;
+  implicit_ehlo(s, &o, &so);
+  server_say(s, "250 mx.example.net\r\n");
+  expect_log(s, "greeting 220;ehlo 250;");
+  quit(s);
+  CHECK(s->ctx.has_saved);
+
+  /* another pin: the resumed session is refused, and forgotten */
+  s->ctx.pin[5] ^= 0x40;
+  implicit_again_refused(s, &so, "pin");
+  CHECK(smtp_tls_resumed(s->w.tls));
+  /* ... so the next one is a full handshake, refused as well */
+  implicit_again_refused(s, &so, "pin");
+  CHECK(!s->w.tls->offered);
+  s->ctx.pin[5] ^= 0x40;
+  implicit_again(s, &so);
+  CHECK(!smtp_tls_resumed(s->w.tls));
+  implicit_again(s, &so);
+  CHECK(smtp_tls_resumed(s->w.tls));
+
+  finish(s);
+
+  /* another IP address: the certificate came back with the session.  (A
+   * DNS name mbedTLS checks in the full handshake, and its verdict comes
+   * back with the session: a context's name never changes.) */
+  o = client_opts();
+  o.servername = "127.0.0.1";
+  o.ip = ip;
+  o.ip_len = 4;
+  implicit_ehlo(s, &o, &so);
+  server_say(s, "250 mx.example.net\r\n");
+  expect_log(s, "greeting 220;ehlo 250;");
+  quit(s);
+  s->ctx.ip[3] = 2;
+  implicit_again_refused(s, &so, "refused");
+  CHECK(smtp_tls_resumed(s->w.tls));
+  CHECK(has_problem(s, "name-mismatch"));
+  finish(s);
+
+  /* a chain accepted unverified: its problems stay reported, and with
+   * verification on the resumed session is refused for them */
+  o = client_opts();
+  o.verify = 0;
+  o.cafile = other_ca_path;
+  implicit_ehlo(s, &o, &so);
+  CHECK(has_problem(s, "not-trusted"));
+  server_say(s, "250 mx.example.net\r\n");
+  expect_log(s, "greeting 220;ehlo 250;");
+  quit(s);
+  implicit_again(s, &so);
+  CHECK(smtp_tls_resumed(s->w.tls));
+  CHECK(has_problem(s, "not-trusted"));
+  s->ctx.verify = 1;
+  implicit_again_refused(s, &so, "refused");
+  CHECK(smtp_tls_resumed(s->w.tls));
+  CHECK(has_problem(s, "not-trusted"));
+  finish(s);
+
+  /* any failed handshake drops the saved session */
+  o = client_opts();
+  implicit_ehlo(s, &o, &so);
+  server_say(s, "250 mx.example.net\r\n");
+  expect_log(s, "greeting 220;ehlo 250;");
+  quit(s);
+  CHECK(s->ctx.has_saved);
+  CHECK_INT(start_again(s, 0, 1, &SRV_NO_TLS), SMTP_OK);
+  run(s);
+  server_say(s, GREETING);
+  expect_state(s, SMTP_CLOSED);
+  expect_error(s, SMTP_ERR_TLS, SMTP_STAGE_CONNECT);
+  CHECK(!s->ctx.has_saved);
+  finish(s);
 }
 
 /* ---- running ---- */
@@ -1408,6 +1675,8 @@ static const wire_test tests[] = {
   { "1 MB body", t_big_body },
   { "through a SOCKS5 proxy", t_proxy },
   { "free zeroes", t_free },
+  { "resumption", t_resume },
+  { "resumed sessions are checked", t_resume_checked },
 };
 
 static int write_temp(char *path, size_t cap, const char *text)
@@ -1441,8 +1710,12 @@ int main(void)
 #endif
   mbedtls_entropy_init(&srv_entropy);
   mbedtls_ctr_drbg_init(&srv_drbg);
+  mbedtls_ssl_cache_init(&srv_cache);
+  mbedtls_ssl_ticket_init(&srv_ticket);
   if (mbedtls_ctr_drbg_seed(&srv_drbg, mbedtls_entropy_func, &srv_entropy,
                             (const unsigned char *)"test_wire", 9) != 0 ||
+      mbedtls_ssl_ticket_setup(&srv_ticket, mbedtls_ctr_drbg_random, &srv_drbg,
+                               MBEDTLS_CIPHER_AES_256_GCM, 86400) != 0 ||
       write_temp(ca_path, sizeof ca_path, CERT_CA) != 0 ||
       write_temp(other_ca_path, sizeof other_ca_path, CERT_OTHER_CA) != 0) {
     printf("cannot set up: the random generator or the CA files\n");
@@ -1459,6 +1732,8 @@ int main(void)
     }
   unlink(ca_path);
   unlink(other_ca_path);
+  mbedtls_ssl_ticket_free(&srv_ticket);
+  mbedtls_ssl_cache_free(&srv_cache);
   mbedtls_ctr_drbg_free(&srv_drbg);
   mbedtls_entropy_free(&srv_entropy);
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000

@@ -58,7 +58,7 @@ function Session:watch_layer()
   end
   if layer == "tls" then
     local info = self.engine:tls()
-    self:stage("tls", true, info.version .. " " .. info.cipher)
+    self:stage("tls", true, info.version .. " " .. info.cipher .. (info.resumed and ", resumed" or ""))
   end
   self.layer = layer
 end
@@ -661,6 +661,24 @@ local function failed(report, err, t0)
   return nil, err, report
 end
 
+-- The TLS context of each connection's options, made at its first TLS
+-- session and shared by the later ones: the CAs are parsed once, and each
+-- session offers the last one's for resumption.  Keyed by the options'
+-- tls table, which belongs to one connection, so no session is resumed
+-- by another connection.  A CA file that changes on disk is read again
+-- only by a new connection.  A failed setup is not kept: the next session
+-- tries again.
+local contexts = setmetatable({}, { __mode = "k" })
+
+local function tls_context(tls)
+  local context = contexts[tls]
+  if context then return context end
+  local kind, msg
+  context, kind, msg = core.tls_context(tls)
+  contexts[tls] = context
+  return context, kind, msg
+end
+
 function M.open(o)
   local report = { name = o.name, address = o.address, port = o.port, timings = {}, stages = {} }
   local t0 = core.clock()
@@ -684,8 +702,13 @@ function M.open(o)
   if lookup then s:stage("dns", true, peer, lookup) end
   s:stage("connect", true, (peer or "?") .. (hop and " (the proxy)" or ""), now - t0 - (lookup or 0))
   local tls = o.tls.protocol ~= "none" and o.tls or nil
-  local wire, setup_kind, setup_problem = core.wire(o.helo or localaddr or "localhost", o.pipelining, tls, hop,
-    o.protocol == "lmtp")
+  local context, setup_kind, setup_problem
+  if tls then context, setup_kind, setup_problem = tls_context(tls) end
+  local wire
+  if context or not tls then
+    wire, setup_kind, setup_problem = core.wire(o.helo or localaddr or "localhost", o.pipelining, context,
+      tls and tls.mode, hop, o.protocol == "lmtp")
+  end
   if not wire then
     conn:close()
     return failed(report, errors.new { kind = setup_kind, stage = "connect", message = setup_problem }, now)

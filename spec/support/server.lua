@@ -123,8 +123,9 @@
 --     hang           true: never answer AUTH
 --
 -- Records (tables, in order): { type = "connect"|"disconnect", conn = n },
--- { type = "tls", conn, version ("TLSv1.2", ...), cipher } once a handshake
--- (implicit, or after STARTTLS) is done, { type = "command", conn, line
+-- { type = "tls", conn, version ("TLSv1.2", ...), cipher, servername (the
+-- client's SNI), resumed (the client resumed an earlier session) } once a
+-- handshake (implicit, or after STARTTLS) is done, { type = "command", conn, line
 -- (without CRLF), pipelined (more bytes were already buffered behind it),
 -- tls (true once encrypted, else absent) }, for each AUTH exchange { type =
 -- "auth", conn, mechanism, initial (the initial response, decoded), steps =

@@ -239,7 +239,8 @@ class ScriptedSMTP(SMTP):
         ssl_object = transport.get_extra_info("ssl_object")
         self.record("tls", version=ssl_object.version(),
                     cipher=ssl_object.cipher()[0],
-                    servername=getattr(ssl_object, "servername", None))
+                    servername=getattr(ssl_object, "servername", None),
+                    resumed=ssl_object.session_reused)
 
     def connection_made(self, transport):
         if self._original_transport is not None:
