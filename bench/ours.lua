@@ -6,8 +6,12 @@
 --                                               CPU us/msg (SECONDS "#N": N messages)
 --   ours.lua plain-many HOST PORT SECONDS BATCH the same through Session:send_many, BATCH at a time
 --   ours.lua tls-connect HOST PORT SECONDS CA   connect + handshake + 1 message: iterations/s
+--                                               (one connection object: its sessions resume)
+--   ours.lua tls-connect-full HOST PORT SECONDS CA  the same with a new connection object each
+--                                               time: a full handshake each
 --   ours.lua tls-info HOST PORT CA              the negotiated TLS version and cipher
 --   ours.lua tls-bulk HOST PORT SECONDS CA      100 KiB messages over one TLS session: MB/s
+--   ours.lua tls-bulk-many HOST PORT SECONDS CA the same through Session:send_many, 20 at a time
 --   ours.lua attach HOST PORT FILE              one message with FILE attached: seconds, VmHWM KiB
 --   ours.lua idle                               VmHWM KiB of the same process sending nothing
 --   ours.lua idle-mem HOST PORT N [CA]          N open idle sessions: Lua KiB and RSS KiB per session
@@ -91,6 +95,12 @@ M["tls-connect"] = function(host, port, seconds, ca)
   print(string.format("%.1f %d %.1f", n / t, n, cpu / n * 1e6))
 end
 
+M["tls-connect-full"] = function(host, port, seconds, ca)
+  local msg = message(common.body(1024))
+  local n, t, cpu = loop(seconds, function() assert(tls_conn(host, port, ca):send(msg)) end)
+  print(string.format("%.1f %d %.1f", n / t, n, cpu / n * 1e6))
+end
+
 M["tls-info"] = function(host, port, ca)
   local report = assert(tls_conn(host, port, ca):test())
   print(report.tls.version .. " " .. report.tls.cipher .. " (" .. report.tls.library .. ")")
@@ -102,6 +112,20 @@ M["tls-bulk"] = function(host, port, seconds, ca)
   local msg = message(body)
   local n, t, cpu = loop(seconds, function() assert(s:send(msg)) end)
   s:close()
+  print(string.format("%.2f %d %.1f", n * #body / t / 1e6, n, cpu / n * 1e6))
+end
+
+M["tls-bulk-many"] = function(host, port, seconds, ca)
+  local s = assert(tls_conn(host, port, ca):open())
+  local body = common.body(100 * 1024)
+  local list = {}
+  for i = 1, 20 do list[i] = message(body) end
+  local n, t, cpu = loop(seconds, function()
+    local _, errs = s:send_many(list)
+    for i = 1, #list do assert(not errs[i], errs[i]) end
+  end)
+  s:close()
+  n = n * #list
   print(string.format("%.2f %d %.1f", n * #body / t / 1e6, n, cpu / n * 1e6))
 end
 
