@@ -476,6 +476,33 @@ describe("the composer, through Postfix and back through Python's email package"
       end
     end)
 
+    it("keeps a subject that fits its line as it is, and drops only its outer blanks", function()
+      -- 69 characters make "Subject: " + 69 = 78 columns, the most on one line.
+      local fits = string.rep("abcd efgh ", 7):sub(1, 69)
+      local cases = {
+        { fits, fits, 1 },
+        { fits .. "x", fits .. "x", 2 },
+        { "two  spaces   kept", "two  spaces   kept", 1 },
+        { "  blank before and after  ", "blank before and after", 1 },
+        { "tab\tinside", "tab\tinside", 1 },
+        { "", "", 1 },
+      }
+      for i, c in ipairs(cases) do
+        local p = through_postfix { subject = c[1], text = "subject case " .. i .. "\n" }
+        assert.are.equal(c[2], p.headers.Subject, "case " .. i)
+        local lines = 0
+        for _, line in ipairs(p.header_lines) do
+          if line:find("^Subject:") then lines = 1 elseif lines > 0 and line:find("^[ \t]") then lines = lines + 1
+          elseif lines > 0 then break end
+        end
+        assert.are.equal(c[3], lines, "case " .. i .. ": lines")
+        assert.are.same({}, long_header_lines(p), "case " .. i)
+      end
+      local p = through_postfix { from = "s@example.test", to = string.rep("r", 60) .. "@example.test",
+        text = "x\n" }
+      assert.are.equal(string.rep("r", 60) .. "@example.test", p.addresses.To[1].address)
+    end)
+
     it("folds a long ASCII display name and a long list of addresses", function()
       local to = {}
       for i = 1, 12 do to[i] = "Recipient Number " .. i .. " <rcpt" .. i .. "@example.test>" end

@@ -190,6 +190,11 @@ end
 -- fit a line, or holds "=?" (which a reader would take for the start of
 -- an encoded-word).
 local function unstructured(name, key, s, charset)
+  -- Most values fit on their line as they are.
+  if #name + #s <= 76 and not s:find("[^\33-\126 ]") and not s:find("=?", 1, true)
+    and s:byte(1) ~= 32 and s:byte(-1) ~= 32 then
+    return name .. ": " .. s .. "\r\n"
+  end
   if is_ascii(s) and not s:find("=?", 1, true) then
     local long = false
     for w in s:gmatch("[^ \t]+") do long = long or #w > 900 end
@@ -226,6 +231,10 @@ local function display_name(key, name, charset, indent)
 end
 
 local function address_header(name, list, charset)
+  local only = list[2] == nil and list[1]
+  if only and not only.name and #name + #only.address <= 76 then
+    return name .. ": " .. only.address .. "\r\n"
+  end
   local words = {}
   for i, a in ipairs(list) do
     local sep = i < #list and "," or ""
