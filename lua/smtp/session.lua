@@ -299,10 +299,15 @@ end
 
 -- What the server must offer for this message, checked before MAIL: no
 -- byte is sent for a message it would refuse.
+local function refuse(kind, text, hint)
+  return nil, errors.new { kind = kind, stage = "mail", message = text, hint = hint }
+end
+
+local function join(params, p)
+  return params == "" and p or params .. " " .. p
+end
+
 local function preflight(self, m, caps, params, size)
-  local function refuse(kind, text, hint)
-    return nil, errors.new { kind = kind, stage = "mail", message = text, hint = hint }
-  end
   if caps.size and caps.size > 0 and size and size > caps.size then
     -- errors.lua's hint for a message too large names both sizes.
     return nil, errors.new { kind = "rejected", stage = "mail", size = size, size_limit = caps.size,
@@ -313,14 +318,13 @@ local function preflight(self, m, caps, params, size)
       .. "does not offer REQUIRETLS" or "the message requires TLS (REQUIRETLS) and this session is not encrypted",
       "send it through a server that offers REQUIRETLS over TLS, or drop require_tls")
   end
-  local p = { params }
-  if m.require_tls then p[#p + 1] = "REQUIRETLS" end
+  if m.require_tls then params = join(params, "REQUIRETLS") end
   local wants_dsn = m.dsn ~= nil
   for _, rp in ipairs(m.rcpt_params) do wants_dsn = wants_dsn or rp ~= "" end
   if wants_dsn then
     if caps.dsn then
-      if m.dsn and m.dsn.ret then p[#p + 1] = "RET=" .. m.dsn.ret end
-      if m.dsn and m.dsn.envid then p[#p + 1] = "ENVID=" .. m.dsn.envid end
+      if m.dsn and m.dsn.ret then params = join(params, "RET=" .. m.dsn.ret) end
+      if m.dsn and m.dsn.envid then params = join(params, "ENVID=" .. m.dsn.envid) end
     elseif not (m.dsn and m.dsn.optional) then
       return refuse("rejected", "the message asks for delivery status notifications (DSN) and the server does "
         .. "not offer DSN", "set dsn.optional = true to send it without them")
@@ -331,9 +335,9 @@ local function preflight(self, m, caps, params, size)
       return refuse("rejected", "an address is not ASCII and the server does not offer SMTPUTF8",
         "use ASCII addresses or a server that supports SMTPUTF8")
     end
-    p[#p + 1] = "SMTPUTF8"
+    params = join(params, "SMTPUTF8")
   end
-  return (table.concat(p, " "):gsub("^ +", ""))
+  return params
 end
 
 -- Feed the message to the engine: after 354 with the dot-stuffer, or as
