@@ -609,23 +609,24 @@ static int tcp_write(lua_State *L) {
   return 1;
 }
 
-/* pump(wire, timeout [, flush]) -> what the caller must do next: "event"
- * with the event (kind, index, code, enhanced, text), "body", "ready",
- * "command", "closed", or "layer" when the wire passed the proxy hop or the
- * TLS handshake; with flush, "read" once all is written; or nil, kind,
- * message, "read" | "write" when the socket failed.  It moves bytes between
- * socket and wire in C until then: the driver loop of session.lua, without
- * a Lua call per read and write. */
+/* pump(wire, timeout, flush, layer) -> what the caller must do next:
+ * "event" with the event (kind, index, code, enhanced, text), "body",
+ * "ready", "command", "closed", or "layer" when the wire's layer is no
+ * longer `layer` (it passed the proxy hop or the TLS handshake); with
+ * flush, "read" once all is written; or nil, kind, message, "read" |
+ * "write" when the socket failed.  It moves bytes between socket and wire
+ * in C until then: the driver loop of session.lua, without a Lua call per
+ * read and write. */
 static int tcp_pump(lua_State *L) {
   smtp_net *n = check_open(L);
   smtp_wire *w = (smtp_wire *)luaL_checkudata(L, 2, WIRE_MT);
   int ms = timeout_ms(L, 3), flush = lua_toboolean(L, 4), kind;
-  const char *layer = smtp_wire_layer(w), *op;
+  const char *layer = luaL_checkstring(L, 5), *op;
   char msg[256];
   for (;;) {
     unsigned s = smtp_wire_step(w);
     size_t len = 0;
-    if (smtp_wire_layer(w) != layer) {
+    if (strcmp(smtp_wire_layer(w), layer) != 0) {
       lua_pushliteral(L, "layer");
       return 1;
     }

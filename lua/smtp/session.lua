@@ -130,17 +130,18 @@ function Session:step()
   -- The built-in socket moves the bytes in C until there is something to
   -- do here; the trace needs each write, so it takes the long way.
   if conn.pump and not self.trace then
-    local a, kind, index, code, enhanced, text = conn:pump(eng, self.timeout)
+    local a, kind, index, code, enhanced, text = conn:pump(eng, self.timeout, false, self.layer)
     if a == "event" then
       self:on_event(kind, index, code, enhanced, text)
+    elseif a == "layer" then
+      self:watch_layer()
     elseif a == nil then
       self:io_failed(index, kind, code)
     elseif a == "closed" then
       return nil, self:error()
-    elseif a ~= "layer" then
+    else
       return a
     end
-    if self.layer ~= "tls" then self:watch_layer() end
     return "busy"
   end
   local a = eng:action()
@@ -171,12 +172,14 @@ function Session:flush()
   local eng, conn = self.engine, self.conn
   if conn.pump and not self.trace then
     while true do
-      local a, kind, index, code, enhanced, text = conn:pump(eng, self.timeout, true)
+      local a, kind, index, code, enhanced, text = conn:pump(eng, self.timeout, true, self.layer)
       if a == "event" then
         self:on_event(kind, index, code, enhanced, text)
+      elseif a == "layer" then
+        self:watch_layer()
       elseif a == nil then
         self:io_failed(index, kind, code)
-      elseif a ~= "layer" then
+      else
         return
       end
     end
