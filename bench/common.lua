@@ -55,7 +55,7 @@ function M.text(n)
     size = size + #text
   end
   local mib = table.concat(lines)
-  local s = mib:rep(n // #mib + 1)
+  local s = mib:rep(math.floor(n / #mib) + 1)
   return s:sub(1, n)
 end
 

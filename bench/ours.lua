@@ -230,4 +230,4 @@ function M.scale(host, port, seconds, k)
 end
 
 local f = M[mode] or error("ours.lua: unknown mode " .. tostring(mode))
-f(table.unpack(arg, 2))
+f((table.unpack or unpack)(arg, 2))
