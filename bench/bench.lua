@@ -56,6 +56,11 @@ local function lua(script, ...)
   return LUA .. " " .. q(DIR .. "/" .. script) .. " " .. table.concat(args, " ")
 end
 
+-- The same under LuaJIT (OpenResty's Lua), with the module built for it.
+local function luajit(script, ...)
+  return "env LUA_CPATH=" .. q(BUILD .. "/luajit/?.so;;") .. " " .. lua(script, ...):gsub("^%S+", "luajit", 1)
+end
+
 local function python(...)
   local args = {}
   for i, a in ipairs({ ... }) do args[i] = q(a) end
@@ -101,6 +106,8 @@ local CODEC = BUILD .. "/bench/codec_bench"
 -- 1. 1 KiB messages over one plaintext session
 simple("plain", "plain.ours", lua("ours.lua", "plain", HOST, PORT, SECS), { "rate", "n", "cpu" })
 simple("plain", "plain.ours_many", lua("ours.lua", "plain-many", HOST, PORT, SECS, 100), { "rate", "n", "cpu" })
+simple("plain", "plain.ours_jit", luajit("ours.lua", "plain", HOST, PORT, SECS), { "rate", "n", "cpu" })
+simple("plain", "plain.ours_many_jit", luajit("ours.lua", "plain-many", HOST, PORT, SECS, 100), { "rate", "n", "cpu" })
 local RATE = { "rate", "n", "cpu" }
 simple("plain", "plain.luasocket", lua("luasocket_peer.lua", "plain", HOST, PORT, SECS, "nodelay"), RATE)
 simple("plain", "plain.luasocket_nagle", lua("luasocket_peer.lua", "plain", HOST, PORT, SECS, "nagle"), RATE)
@@ -320,6 +327,10 @@ row { figure = MANY, same = true, ours = { "plain.ours_many", "rate" }, peer_nam
 row { figure = MANY, same = true, ours = { "plain.ours_many", "rate" },
   peer_name = "pipelining C client (bench/pipe_client)", peer = { "plain.pipe", "rate" },
   target = { ratio = 0.7, text = "≥ 0.7×" } }
+row { figure = "  the same under LuaJIT (OpenResty's Lua): send in a loop", ours = { "plain.ours_jit", "rate" },
+  peer_name = "LuaSocket smtp, TCP_NODELAY", peer = { "plain.luasocket", "rate" } }
+row { figure = "  the same under LuaJIT: send_many", ours = { "plain.ours_many_jit", "rate" },
+  peer_name = "LuaSocket smtp, TCP_NODELAY", peer = { "plain.luasocket", "rate" } }
 local PLAIN_CPU = "  client CPU µs per 1 KiB message"
 row { figure = PLAIN_CPU, ours = { "plain.ours", "cpu" }, lower = true, peer_name = "LuaSocket smtp, TCP_NODELAY",
   peer = { "plain.luasocket", "cpu" } }

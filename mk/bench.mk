@@ -22,7 +22,7 @@ BENCH_BINS = $(BENCH_BUILD)/bench/pipe_client $(BENCH_BUILD)/bench/codec_bench $
 # What the benchmark needs besides the test dependencies: the peers
 # (LuaSocket, LuaSec, copas), the servers, and for the profile perf,
 # strace and valgrind.
-BENCH_PKGS = lua5.4 lua-socket lua-sec lua-copas stunnel4 postfix openssl python3 linux-perf strace valgrind
+BENCH_PKGS = lua5.4 luajit libluajit-5.1-dev lua-socket lua-sec lua-copas stunnel4 postfix openssl python3 linux-perf strace valgrind
 bench-deps:
 	@missing=""; for p in $(BENCH_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
@@ -35,7 +35,7 @@ bench-deps:
 	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -q --no-install-recommends $$missing >/dev/null; }
 
-$(BENCH_BUILD)/smtp/core.so: $(CORE_SRC) $(CORE_HDR)
+$(BENCH_BUILD)/smtp/core.so $(BENCH_BUILD)/luajit/smtp/core.so: $(CORE_SRC) $(CORE_HDR)
 	@$(MAKE) --no-print-directory BUILD=$(BENCH_BUILD) $@
 
 $(BENCH_BUILD)/bench/pipe_client: bench/pipe_client.c
@@ -50,7 +50,7 @@ $(BENCH_BUILD)/bench/sizes: bench/sizes.c $(CORE_HDR)
 	@mkdir -p $(@D)
 	$(CC) $(BENCH_CC_FLAGS) $(MBEDTLS_INC) -o $@ $<
 
-bench: bench-deps $(BENCH_BUILD)/smtp/core.so $(BENCH_BINS)
+bench: bench-deps $(BENCH_BUILD)/smtp/core.so $(BENCH_BUILD)/luajit/smtp/core.so $(BENCH_BINS)
 	@$(BENCH_ENV) bench/run.sh $(CURDIR) $(BENCH_BUILD)
 
 bench-profile: bench-deps $(BENCH_BUILD)/smtp/core.so
