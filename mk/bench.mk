@@ -22,7 +22,7 @@ BENCH_BINS = $(BENCH_BUILD)/bench/pipe_client $(BENCH_BUILD)/bench/codec_bench $
 # What the benchmark needs besides the test dependencies: the peers
 # (LuaSocket, LuaSec, copas), the servers, and for the profile perf,
 # strace and valgrind.
-BENCH_PKGS = lua5.4 luajit libluajit-5.1-dev lua-socket lua-sec lua-copas stunnel4 postfix openssl python3 linux-perf strace valgrind
+BENCH_PKGS = lua5.4 luajit2 libluajit2-5.1-dev lua-socket lua-sec lua-copas stunnel4 postfix openssl python3 linux-perf strace valgrind
 bench-deps:
 	@missing=""; for p in $(BENCH_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \

@@ -468,12 +468,15 @@ function Session:deliver_many(list)
     end
     return results, errs
   end
-  local prev   -- { i, m, txn, bytes }: its final dot is out, its verdict unread
+  local prev    -- { i, m, txn, bytes }: its final dot is out, its verdict unread
+  local heard = {} -- the same whose verdict came: their receipts are made while the server works
   local function settle()
-    local r, err
-    if prev.txn.message then r, err = verdict(prev.txn, prev.m, prev.bytes) else err = self:error() end
-    results[prev.i], errs[prev.i] = r or err, err
-    prev, self.ending = nil, nil
+    for k = #heard, 1, -1 do
+      local h, r, err = heard[k]
+      if h.txn.message then r, err = verdict(h.txn, h.m, h.bytes) else err = self:error() end
+      results[h.i], errs[h.i] = r or err, err
+      heard[k] = nil
+    end
   end
   -- The next message, rendered while the server reads the one before.
   local next_c, next_err
@@ -490,13 +493,17 @@ function Session:deliver_many(list)
     end
     if t then
       self:flush()
+      settle()
       if list[i + 1] then next_c, next_err = compose(self, list[i + 1]) end
       a, err, bytes = self:stream(t.header, t.body, t.chunked, t.binary, true)
     end
     -- The previous verdict came before this message's replies; it is
     -- still awaited only when nothing of this message was sent (refused
     -- before MAIL), unless the session died.
-    if prev and (not self.ending or not self:alive()) then settle() end
+    if prev and (not self.ending or not self:alive()) then
+      heard[#heard + 1] = prev
+      prev, self.ending = nil, nil
+    end
     if a == "pending" then
       prev = { i = i, m = m, txn = t.txn, bytes = bytes }
     elseif a then
@@ -509,8 +516,9 @@ function Session:deliver_many(list)
   end
   if prev then
     self:run()
-    settle()
+    heard[#heard + 1] = prev
   end
+  settle()
   self.ending = nil
   return results, errs
 end
