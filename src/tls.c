@@ -532,6 +532,7 @@ size_t smtp_tls_write(smtp_tls *t, const unsigned char *p, size_t len) {
 }
 
 int smtp_tls_read(smtp_tls *t, unsigned char *buf, size_t cap, size_t *got) {
+  int held = 0;
   *got = 0;
   if (t->failed) return SMTP_TLS_FAIL;
   for (;;) {
@@ -540,6 +541,11 @@ int smtp_tls_read(smtp_tls *t, unsigned char *buf, size_t cap, size_t *got) {
       *got = (size_t)ret;
       return SMTP_TLS_DONE;
     }
+    /* mbedTLS 3.6 reads a TLS 1.3 NewSessionTicket, then says WANT_READ
+     * with the message held back for the next call: go on, or the records
+     * behind it would wait for bytes that have already come.  Bounded, in
+     * case a library holds a message without moving on. */
+    if (ret == MBEDTLS_ERR_SSL_WANT_READ && mbedtls_ssl_check_pending(&t->ssl) && held++ < 8) continue;
     if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
       return SMTP_TLS_AGAIN;
 #if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
