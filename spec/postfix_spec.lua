@@ -48,4 +48,27 @@ describe("against Postfix", function()
     assert.are.equal("5.7.1", receipt.rejected[1].enhanced)
     server.postfix_wait(tag)
   end)
+
+  it("delivers a batch through send_many, each message intact, a refusal on the right one", function()
+    local tag = "many-" .. os.time() .. "-" .. math.random(1e9)
+    local list = {}
+    for i = 1, 6 do
+      list[i] = { from = "sender@example.test", to = "rcpt@example.test",
+        subject = tag .. "-" .. i, text = "message " .. i .. "\n.\n..dots\n" }
+    end
+    list[4].to = "someone@elsewhere.invalid"
+    local s = assert(conn:open())
+    local results, errs = s:send_many(list)
+    s:close()
+    assert.are.equal(6, #results)
+    assert.are.equal("rcpt", errs[4].stage)
+    assert.are.equal(554, errs[4].rejected[1].code)
+    for _, i in ipairs({ 1, 2, 3, 5, 6 }) do
+      assert.is_nil(errs[i], tostring(errs[i]))
+      assert.is_string(results[i].queue_id)
+      local raw = server.postfix_wait(tag .. "-" .. i)
+      assert.truthy(raw:find("Message-ID: " .. results[i].message_id, 1, true), "message " .. i)
+      assert.are.equal("message " .. i .. "\n.\n..dots\n", raw:match("\r?\n\r?\n(.*)$"):gsub("\r\n", "\n"))
+    end
+  end)
 end)
