@@ -619,7 +619,7 @@ static int tcp_write(lua_State *L) {
  * read and write. */
 static int tcp_pump(lua_State *L) {
   smtp_net *n = check_open(L);
-  smtp_wire *w = (smtp_wire *)luaL_checkudata(L, 2, WIRE_MT);
+  smtp_wire *w = &((lua_wire *)luaL_checkudata(L, 2, WIRE_MT))->w;
   int ms = timeout_ms(L, 3), flush = lua_toboolean(L, 4), kind;
   const char *layer = luaL_checkstring(L, 5), *op;
   char msg[256];
