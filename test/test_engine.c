@@ -193,13 +193,19 @@ static void ready(session *s, unsigned opts, const char *ehlo_reply)
   expect_state(s, SMTP_IDLE);
 }
 
+/* MAIL FROM, one RCPT TO and DATA, each queued. */
+static void envelope(session *s, const char *from, const char *to)
+{
+  CHECK_INT(smtp_engine_mail(&s->e, from, ""), SMTP_OK);
+  CHECK_INT(smtp_engine_rcpt(&s->e, to, ""), SMTP_OK);
+  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+}
+
 /* MAIL, one RCPT and DATA pipelined and accepted: the body is wanted. */
 static void to_body(session *s)
 {
   ready(s, 0, EHLO_PIPE);
-  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  envelope(s, "a@b", "c@d");
   expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
   server(s, "250 ok\r\n250 ok\r\n354 go ahead\r\n");
   expect_log(s, "mail 250;rcpt#0 250;data 354;");
@@ -400,9 +406,7 @@ static void t_421(session *s)
   expect_error(s, SMTP_ERR_CLOSED, SMTP_STAGE_MAIL, 421);
 
   ready(s, 0, EHLO_PIPE);
-  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  envelope(s, "a@b", "c@d");
   expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
   server_n(s, in, sizeof in - 1);
   expect_log(s, "mail 250;");
@@ -546,9 +550,7 @@ static void t_all_rcpt_refused(session *s)
   /* pipelined, and the server says 354 anyway: an empty message ends it
    * (RFC 2920 3.1), still without a body phase */
   ready(s, 0, EHLO_PIPE);
-  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  envelope(s, "a@b", "c@d");
   expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
   server(s, "250 ok\r\n550 no\r\n354 go\r\n");
   expect_out(s, ".\r\n");
@@ -586,9 +588,7 @@ static void t_mail_refused(session *s)
   expect_out(s, "MAIL FROM:<>\r\n");
 
   ready(s, 0, EHLO_PIPE);
-  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  envelope(s, "a@b", "c@d");
   server(s, "550 5.7.1 sender refused\r\n503 5.5.1 no MAIL\r\n"
             "503 5.5.1 no valid recipients\r\n");
   expect_log(s, "mail 550;rcpt#0 503;data 503;");
@@ -599,9 +599,7 @@ static void t_mail_refused(session *s)
 static void t_data_refused(session *s)
 {
   ready(s, 0, EHLO_PIPE);
-  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  envelope(s, "a@b", "c@d");
   expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
   server(s, "250 ok\r\n250 ok\r\n451 4.3.0 later\r\n");
   expect_log(s, "mail 250;rcpt#0 250;data 451;");
@@ -1283,9 +1281,7 @@ static void t_early_mail(session *s)
   body(s, "y\r\n", 3);
   body_end(s);
   /* refusals: the second message's verdict, then the third's RCPT */
-  CHECK_INT(smtp_engine_mail(&s->e, "i@j", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_rcpt(&s->e, "k@l", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  envelope(s, "i@j", "k@l");
   expect_out(s, "y\r\n.\r\nMAIL FROM:<i@j>\r\nRCPT TO:<k@l>\r\nDATA\r\n");
   server(s, "554 5.7.1 spam\r\n250 ok\r\n550 5.1.1 no\r\n554 5.5.1 no valid recipients\r\n");
   expect_log(s, "message 554;mail 250;rcpt#0 550;data 554;");
@@ -1294,23 +1290,17 @@ static void t_early_mail(session *s)
   expect_log(s, "rset 250;");
   expect_state(s, SMTP_IDLE);
   /* a refused early MAIL, then an accepted one behind a 354 with no recipient */
-  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  envelope(s, "a@b", "c@d");
   server(s, "250 ok\r\n250 ok\r\n354 go\r\n");
   body_end(s);
-  CHECK_INT(smtp_engine_mail(&s->e, "m@n", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_rcpt(&s->e, "o@p", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  envelope(s, "m@n", "o@p");
   expect_out(s, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n.\r\nMAIL FROM:<m@n>\r\nRCPT TO:<o@p>\r\nDATA\r\n");
   server(s, "250 ok\r\n553 5.7.1 sender refused\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need MAIL\r\n");
   expect_log(s, "mail 250;rcpt#0 250;data 354;message 250;mail 553;rcpt#0 503;data 503;");
   expect_out(s, "");
   expect_state(s, SMTP_IDLE);
   /* the connection lost behind an early MAIL: closed, nothing more */
-  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  envelope(s, "a@b", "c@d");
   server(s, "250 ok\r\n250 ok\r\n354 go\r\n");
   body_end(s);
   CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_OK);
@@ -1385,9 +1375,7 @@ static void t_early_mail_refused(session *s)
   start(s, SMTP_OPT_LMTP);
   server(s, "220 lmtp.example.net LMTP\r\n");
   server(s, "250-lmtp.example.net\r\n250 PIPELINING\r\n");
-  CHECK_INT(smtp_engine_mail(&s->e, "a@b", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_rcpt(&s->e, "c@d", ""), SMTP_OK);
-  CHECK_INT(smtp_engine_data(&s->e), SMTP_OK);
+  envelope(s, "a@b", "c@d");
   server(s, "250 ok\r\n250 ok\r\n354 go\r\n");
   body_end(s);
   CHECK_INT(smtp_engine_mail(&s->e, "e@f", ""), SMTP_ESTATE);
