@@ -1461,6 +1461,16 @@ static void greet_and_quit(session *s)
   quit(s);
 }
 
+/* A connection's first session over implicit TLS: handshake, greeting,
+ * EHLO and QUIT, which leaves the session for the next one to resume. */
+static void first_session(session *s, const smtp_tls_options *o, const server_opts *so)
+{
+  implicit_ehlo(s, o, so);
+  server_say(s, "250 mx.example.net\r\n");
+  expect_log(s, "greeting 220;ehlo 250;");
+  quit(s);
+}
+
 /* Another session of the connection, over implicit TLS: its handshake
  * must succeed; whether it resumed is the caller's to check. */
 static void implicit_again(session *s, const server_opts *so)
@@ -1519,10 +1529,7 @@ static void t_resume(session *s)
    * offer) */
   so = SRV_GOOD;
   so.max = SMTP_TLS_1_2;
-  implicit_ehlo(s, &o, &so);
-  server_say(s, "250 mx.example.net\r\n");
-  expect_log(s, "greeting 220;ehlo 250;");
-  quit(s);
+  first_session(s, &o, &so);
   implicit_again(s, &so);
   CHECK(s->w.tls->offered);
   CHECK(!smtp_tls_resumed(s->w.tls));
@@ -1532,10 +1539,7 @@ static void t_resume(session *s)
    * read: a full handshake again, not taken for a resumption */
   so = SRV_GOOD;
   so.resume = RESUME_TICKETS;
-  implicit_ehlo(s, &o, &so);
-  server_say(s, "250 mx.example.net\r\n");
-  expect_log(s, "greeting 220;ehlo 250;");
-  quit(s);
+  first_session(s, &o, &so);
   CHECK(s->ctx.has_saved);
   implicit_again(s, &SRV_GOOD);
   CHECK(s->w.tls->offered);
@@ -1582,10 +1586,7 @@ static void t_resume_checked(session *s)
   so.resume = RESUME_TICKETS;
   pin_of(CERT_SERVER, pin);
   o.pin = pin;
-  implicit_ehlo(s, &o, &so);
-  server_say(s, "250 mx.example.net\r\n");
-  expect_log(s, "greeting 220;ehlo 250;");
-  quit(s);
+  first_session(s, &o, &so);
   CHECK(s->ctx.has_saved);
 
   /* another pin: the resumed session is refused, and forgotten */
@@ -1610,10 +1611,7 @@ static void t_resume_checked(session *s)
   o.servername = "127.0.0.1";
   o.ip = ip;
   o.ip_len = 4;
-  implicit_ehlo(s, &o, &so);
-  server_say(s, "250 mx.example.net\r\n");
-  expect_log(s, "greeting 220;ehlo 250;");
-  quit(s);
+  first_session(s, &o, &so);
   s->ctx.ip[3] = 2;
   implicit_again_refused(s, &so, "refused");
   CHECK(smtp_tls_resumed(s->w.tls));
@@ -1641,10 +1639,7 @@ static void t_resume_checked(session *s)
 
   /* any failed handshake drops the saved session */
   o = client_opts();
-  implicit_ehlo(s, &o, &so);
-  server_say(s, "250 mx.example.net\r\n");
-  expect_log(s, "greeting 220;ehlo 250;");
-  quit(s);
+  first_session(s, &o, &so);
   CHECK(s->ctx.has_saved);
   CHECK_INT(start_again(s, 0, 1, &SRV_NO_TLS), SMTP_OK);
   run(s);
